@@ -1,0 +1,59 @@
+# fastlog: `make test` and `make bench` set up everything they need on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+EXTRAS := test,peers,chart,pysyncobj,profile
+CMAKE_BUILD := build/cmake
+
+.PHONY: all venv build test test-c test-ext test-py bench bench-ci profile fuzz asan clean
+
+all: build
+
+$(VENV)/.installed: pyproject.toml setup.py VERSION
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -U pip setuptools wheel
+	$(PIP) install -q -e '.[$(EXTRAS)]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Rebuild the extension in place whenever a .pyx/.pxd/.c/.h changes.
+build: venv
+	$(PY) setup.py -q build_ext --inplace
+
+test-c:
+	cmake -S . -B $(CMAKE_BUILD) -DCMAKE_BUILD_TYPE=Release > /dev/null
+	cmake --build $(CMAKE_BUILD) -j2 > /dev/null
+	ctest --test-dir $(CMAKE_BUILD) --output-on-failure
+
+test-ext: build
+	FASTLOG_REQUIRE_EXTENSION=1 $(PY) -m pytest -q -p no:cacheprovider --benchmark-disable
+
+test-py: build
+	FASTLOG_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider --benchmark-disable -m "not slow"
+
+test: build test-c test-ext test-py
+
+bench: build
+	$(PY) -m fastlog bench --json bench-results/bench.json --chart bench-results/bench.png
+
+bench-ci: build
+	mkdir -p bench-results
+	FASTLOG_REQUIRE_EXTENSION=1 $(PY) -m pytest bench -q -p no:cacheprovider --benchmark-only \
+	    --benchmark-json=bench-results/benchmark.json
+
+profile: build
+	mkdir -p profile
+	$(VENV)/bin/py-spy record --native -o profile/append-read.svg -- $(PY) bench/profile_target.py
+
+fuzz:
+	bash .ci/fuzz.sh
+
+asan:
+	cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DFASTLOG_SANITIZE=ON > /dev/null
+	cmake --build build/asan -j2 > /dev/null
+	ctest --test-dir build/asan --output-on-failure
+
+clean:
+	rm -rf build fastlog_ext/_core.c fastlog_ext/*.so *.egg-info

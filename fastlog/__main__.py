@@ -1,0 +1,6 @@
+"""``python -m fastlog ...`` runs the ``fastlog`` command line."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,133 @@
+"""The contract between :class:`fastlog.log.Log` and its byte-level core.
+
+Two modules implement it with identical behaviour and the identical on-disk
+format (docs/format.md):
+
+* ``fastlog_ext._core`` -- Cython + C, the fast path;
+* ``fastlog._pycore``   -- pure Python (+ numpy), selected with ``FASTLOG_NO_EXTENSIONS=1``.
+
+Each module exports ``Entry`` (the entry class), ``LogCore``, ``crc32c`` and
+``encode_header_crc``-free helpers listed in :class:`CoreModule`.
+
+The core keeps, per attached segment, a writable buffer (an ``mmap``), the offset
+and term of every record (numpy-compatible uint64 arrays, 16 bytes per entry) and
+the chain state.  It never opens, creates or deletes files: :class:`fastlog.log.Log`
+owns the files and decides policy (rollover, recovery decisions, durability).
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Protocol, Sequence, Tuple
+
+# Scan statuses (same numbers as the C enum in fastlog_ext/fastlog_core.h).
+FL_OK = 0
+FL_ERR_TRUNCATED = 1
+FL_ERR_RESERVED = 2
+FL_ERR_INDEX = 3
+FL_ERR_CRC = 4
+FL_ERR_ZERO = 5
+
+SEG_MAGIC = b"FLOGSEG1"
+SEG_HEADER_SIZE = 64
+SEG_DATA_START = 4096
+REC_HEADER_SIZE = 32
+FORMAT_VERSION = 1
+
+
+class ScanResult(Protocol):
+    """What ``LogCore.load_segment`` found (a tuple-like object with these fields)."""
+
+    count: int  # number of valid records attached
+    end: int  # offset just past the last valid record (== data start when none)
+    last_crc: int  # crc of the last valid record (the seed passed in when none)
+    status: int  # FL_ERR_* code of the frame at `end` (FL_ERR_ZERO: clean end)
+    nonzero_after: bool  # some byte in [end, len(buf)) is not zero
+
+
+class LogCore(Protocol):
+    """Byte-level core of a segmented log.
+
+    Segments are attached in index order; only the last one is written to.
+    Every method raises ``fastlog.errors`` exceptions for bad input and never
+    leaves the core half-changed on error.
+    """
+
+    def __init__(self, max_payload: int, verify_reads: bool = False) -> None: ...
+
+    # -- segment table ---------------------------------------------------
+    def load_segment(self, buf: Any, first_index: int, seed: int, data_start: int) -> ScanResult:
+        """Attach ``buf`` as the new last segment and scan its records.
+
+        ``first_index`` must equal ``last_index + 1`` when the core holds
+        entries.  Scanning verifies every record from ``data_start`` and stops
+        at the first invalid one; the valid ones become readable.
+        """
+
+    def drop_last_segment(self) -> None:
+        """Forget the last segment (releasing its buffer so it can be closed)."""
+
+    def drop_first_segment(self) -> None:
+        """Forget the first segment."""
+
+    def segment_count(self) -> int: ...
+
+    def segment_info(self, pos: int) -> Tuple[int, int, int, int]:
+        """(first_index, count, end_offset, last_crc) of the segment at position ``pos``
+        (negative positions count from the end)."""
+
+    # -- writing ---------------------------------------------------------
+    def check_batch(self, entries: Sequence[Any]) -> int:
+        """Validate a batch without writing: every item is an ``Entry`` of this
+        module, indexes are consecutive, every payload <= max_payload.
+        Returns the first index (the batch must not be empty)."""
+
+    def append(self, entries: Sequence[Any], start: int = 0) -> int:
+        """Write ``entries[start:]`` into the last segment after its last record.
+
+        Validates first (as ``check_batch``, and ``entries[start].index`` must be
+        ``last_index + 1``, or the segment's first index when it is empty).
+        Writes as many whole entries as fit and returns the position after the
+        last one written (== ``start`` when not even one fits)."""
+
+    def truncate(self, index: int) -> Tuple[int, int]:
+        """Forget entries ``>= index`` that lie in the *last* segment (the caller
+        drops whole later segments first).  Returns ``(cut_offset, old_end)``;
+        the bytes in between still hold the old records until :meth:`zero`."""
+
+    def zero(self, pos: int, start: int, end: int) -> None:
+        """Zero ``buf[start:end]`` of the segment at position ``pos``."""
+
+    def write_at(self, pos: int, offset: int, data: bytes) -> None:
+        """Copy ``data`` into the segment buffer at ``offset`` (header updates)."""
+
+    # -- reading ---------------------------------------------------------
+    def set_floor(self, index: int) -> None:
+        """Indexes below ``index`` read as missing (the purge boundary + 1)."""
+
+    def first_index(self) -> int:
+        """Lowest readable index, or 0 when the core holds no readable entry."""
+
+    def last_index(self) -> int:
+        """Highest stored index, or 0 when empty (ignores the floor)."""
+
+    def get(self, index: int) -> Optional[Any]:
+        """The entry at ``index`` or None."""
+
+    def get_range(self, start: int, end: int) -> List[Any]:
+        """Entries with ``start <= index <= end`` that exist, ascending."""
+
+    def term_at(self, index: int) -> Optional[int]: ...
+
+    def verify_segment(self, pos: int) -> Tuple[int, int]:
+        """Re-verify every record's checksum of segment ``pos`` in place.
+        Returns ``(status, offset)``: FL_OK and the end offset, or the error and
+        the offset of the first bad record."""
+
+
+class CoreModule(Protocol):
+    Entry: type
+    LogCore: type
+
+    @staticmethod
+    def crc32c(data: bytes, seed: int = 0) -> int: ...
+
+    IMPLEMENTATION: str  # "c" or "python"

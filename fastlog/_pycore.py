@@ -1,0 +1,660 @@
+"""Pure-Python byte core of fastlog (selected with ``FASTLOG_NO_EXTENSIONS=1``).
+
+It implements the contract of :mod:`fastlog._core_api` with the exact results,
+scan statuses and exceptions of the compiled core (``fastlog_ext._core``), and
+reads and writes the identical on-disk format (docs/format.md).  numpy holds
+the per-segment offset and term arrays (16 bytes per entry) and speeds up the
+CRC; everything else is plain Python over ``memoryview`` slices of the
+segment buffers.
+"""
+from __future__ import annotations
+
+import operator
+import struct
+from bisect import bisect_right
+from collections import namedtuple
+from typing import Any, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ._core_api import (
+    FL_ERR_CRC,
+    FL_ERR_INDEX,
+    FL_ERR_RESERVED,
+    FL_ERR_TRUNCATED,
+    FL_ERR_ZERO,
+    FL_OK,
+    REC_HEADER_SIZE,
+)
+from ._types import MAX_INDEX, EntryKind, PyEntry
+from .errors import (
+    CorruptionError,
+    EntryTooLargeError,
+    EntryTypeError,
+    FastlogError,
+    InvalidEntryError,
+    InvalidIndexError,
+)
+
+__all__ = [
+    "IMPLEMENTATION",
+    "Entry",
+    "LogCore",
+    "ScanResult",
+    "crc32c",
+    "crc32c_hw_available",
+    "frame_size",
+    "FL_MAX_PAYLOAD",
+]
+
+IMPLEMENTATION = "python"
+Entry = PyEntry
+
+#: Hard cap of the format on a payload length (engines configure lower limits).
+FL_MAX_PAYLOAD = 0x7FFFFFFF
+_KIND_MAX = 2
+_U32 = 0xFFFFFFFF
+
+ScanResult = namedtuple("ScanResult", ["count", "end", "last_crc", "status", "nonzero_after"])
+ScanResult.__doc__ = "What LogCore.load_segment found (see fastlog._core_api.ScanResult)."
+
+_STATUS_NAMES = {
+    FL_OK: "ok",
+    FL_ERR_TRUNCATED: "truncated frame",
+    FL_ERR_RESERVED: "reserved bytes set or unknown kind",
+    FL_ERR_INDEX: "unexpected index",
+    FL_ERR_CRC: "checksum mismatch",
+    FL_ERR_ZERO: "no record",
+}
+
+
+def frame_size(payload_len: int) -> int:
+    """Bytes taken by a framed record holding ``payload_len`` payload bytes."""
+    return REC_HEADER_SIZE + ((payload_len + 7) & ~7)
+
+
+# ---------------------------------------------------------------------------
+# CRC-32C
+#
+# The raw register (the bit-inverted CRC) is a linear function of the input
+# bits, so the contribution of each input byte can be looked up by its value
+# and its distance from the end of the message, and the contributions XORed
+# together.  ``_POS[k][b]`` is the register after feeding byte ``b`` and then
+# ``k`` zero bytes into a zero register.  With numpy that turns a message of up
+# to ``_BLOCK`` bytes into one gather and one XOR reduction; longer messages are
+# cut into blocks folded together in order.  The starting register is folded
+# in by XORing it into the first four message bytes, which is exactly what the
+# byte-at-a-time algorithm does with it.  Short messages use the classic
+# byte-at-a-time table loop, which beats numpy's call overhead there.
+# ---------------------------------------------------------------------------
+
+_POLY = 0x82F63B78  # reflected Castagnoli polynomial
+
+
+def _byte_table() -> List[int]:
+    table = []
+    for b in range(256):
+        c = b
+        for _ in range(8):
+            c = (c >> 1) ^ _POLY if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_TABLE = _byte_table()
+_SMALL = 48  # below this many bytes the plain loop is faster than numpy
+_BLOCK = 4096  # bytes per numpy block (the position table is _BLOCK x 256 x 4 bytes)
+_GROUP = 64  # blocks gathered at once for long messages (bounds temporary memory)
+
+_pos_flat: Optional[np.ndarray] = None  # _POS flattened: index (k * 256 + b)
+_row_offsets: Optional[np.ndarray] = None  # (_BLOCK - 1 - i) * 256: distance-from-end rows
+_shift_tables: Optional[Tuple[List[int], ...]] = None  # advance a register over one block
+
+
+def _build_position_tables() -> None:
+    global _pos_flat, _row_offsets, _shift_tables
+    pos = np.empty((_BLOCK, 256), dtype=np.uint32)
+    byte_table = np.array(_TABLE, dtype=np.uint32)
+    pos[0] = byte_table
+    for k in range(1, _BLOCK):
+        prev = pos[k - 1]
+        pos[k] = byte_table[prev & 0xFF] ^ (prev >> 8)
+    _row_offsets = ((_BLOCK - 1 - np.arange(_BLOCK, dtype=np.intp)) * 256).astype(np.intp)
+    # Register byte j sits at distance _BLOCK - 1 - j from the end of a block.
+    _shift_tables = tuple(pos[_BLOCK - 1 - j].tolist() for j in range(4))
+    _pos_flat = pos.ravel()
+
+
+def _raw_loop(reg: int, data: Any) -> int:
+    table = _TABLE
+    for b in data:
+        reg = table[(reg ^ b) & 0xFF] ^ (reg >> 8)
+    return reg
+
+
+def _raw_short_block(reg: int, arr: np.ndarray) -> int:
+    """Register after feeding ``arr`` (uint8, 4 <= len <= _BLOCK) into ``reg``."""
+    n = arr.shape[0]
+    idx = arr.astype(np.intp)
+    idx[:4] ^= np.frombuffer(reg.to_bytes(4, "little"), dtype=np.uint8)
+    idx += _row_offsets[_BLOCK - n :]
+    return int(np.bitwise_xor.reduce(_pos_flat.take(idx)))
+
+
+def _raw(reg: int, data: Any) -> int:
+    """Raw register after feeding the bytes-like ``data`` into ``reg``."""
+    n = len(data)
+    if n < _SMALL:
+        return _raw_loop(reg, data)
+    if _pos_flat is None:
+        _build_position_tables()
+    arr = np.frombuffer(data, dtype=np.uint8)
+    head = n % _BLOCK or _BLOCK
+    if head < _SMALL:
+        reg = _raw_loop(reg, data[:head])
+    else:
+        reg = _raw_short_block(reg, arr[:head])
+    if head == n:
+        return reg
+    s0, s1, s2, s3 = _shift_tables  # type: ignore[misc]
+    rows = _row_offsets
+    flat = _pos_flat
+    pos = head
+    while pos < n:
+        blocks = min((n - pos) // _BLOCK, _GROUP)
+        chunk = arr[pos : pos + blocks * _BLOCK].reshape(blocks, _BLOCK).astype(np.intp)
+        chunk += rows
+        per_block = np.bitwise_xor.reduce(flat.take(chunk), axis=1).tolist()
+        for value in per_block:
+            reg = value ^ s0[reg & 0xFF] ^ s1[(reg >> 8) & 0xFF] ^ s2[(reg >> 16) & 0xFF] ^ s3[reg >> 24]
+        pos += blocks * _BLOCK
+    return reg
+
+
+def _crc(data: Any, seed: int) -> int:
+    return _raw(seed ^ _U32, data) ^ _U32
+
+
+def crc32c(data: Any, seed: int = 0) -> int:
+    """CRC-32C of ``data``, continuing ``seed`` (``crc32c(b, crc32c(a)) == crc32c(a + b)``)."""
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise EntryTypeError(f"data must be bytes-like, not {type(data).__name__}") from None
+    with view:
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        seed = _check_u32("seed", seed)
+        return _crc(view, seed)
+
+
+def crc32c_hw_available() -> bool:
+    """The pure-Python core never uses a CPU instruction for the CRC."""
+    return False
+
+
+# ---------------------------------------------------------------------------
+# Argument checks (the same errors as the compiled core)
+# ---------------------------------------------------------------------------
+
+
+def _as_int(name: str, value: Any) -> int:
+    if type(value) is int:
+        return value
+    if isinstance(value, bool):
+        raise EntryTypeError(f"{name} must be an int, not bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise EntryTypeError(f"{name} must be an int, not {type(value).__name__}") from None
+
+
+def _check_u64(name: str, value: Any) -> int:
+    value = _as_int(name, value)
+    if value < 0 or value > MAX_INDEX:
+        raise InvalidIndexError(f"{name} must be in 0..2**64-1, got {value}")
+    return value
+
+
+def _check_u32(name: str, value: Any) -> int:
+    value = _as_int(name, value)
+    if value < 0 or value > _U32:
+        raise InvalidEntryError(f"{name} must be in 0..2**32-1, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Record decoding
+# ---------------------------------------------------------------------------
+
+_HEADER = struct.Struct("<IIQQQ")  # crc, length, index, term, kind + 7 reserved bytes
+_HEADER_TAIL = struct.Struct("<IQQQ")  # the header from byte 4 on (what append packs)
+_CRC_FIELD = struct.Struct("<I")
+_ZERO_PAD = bytes(8)
+
+
+def _decode(mv: memoryview, size: int, off: int, seed: int, expect_index: int, verify_crc: bool) -> Tuple[int, int, int, int, int, int]:
+    """Decode the frame at ``off``: (status, frame end, length, term, kind, stored crc).
+
+    The checks run in the order of ``fl_decode`` (fastlog_ext/record.c), and the
+    first failing one decides the status, so both cores report the same code
+    for the same bytes: short tail, all-zero header, kind and reserved bytes,
+    length, index, checksum.
+    """
+    if off + REC_HEADER_SIZE > size:
+        if off > size or any(mv[off:size]):
+            return FL_ERR_TRUNCATED, off, 0, 0, 0, 0
+        return FL_ERR_ZERO, off, 0, 0, 0, 0
+    crc, length, index, term, kind = _HEADER.unpack_from(mv, off)
+    if not (crc or length or index or term or kind):
+        return FL_ERR_ZERO, off, 0, 0, 0, 0
+    if kind > _KIND_MAX:  # the kind byte, or any of the 7 reserved bytes above it
+        return FL_ERR_RESERVED, off, length, term, 0, crc
+    end = off + REC_HEADER_SIZE + ((length + 7) & ~7)
+    if length > FL_MAX_PAYLOAD or end > size:
+        return FL_ERR_TRUNCATED, off, length, term, kind, crc
+    if index != expect_index:
+        return FL_ERR_INDEX, off, length, term, kind, crc
+    if verify_crc and _crc(mv[off + 4 : off + REC_HEADER_SIZE + length], seed) != crc:
+        return FL_ERR_CRC, off, length, term, kind, crc
+    return FL_OK, end, length, term, kind, crc
+
+
+def _nonzero_in(mv: memoryview, start: int, size: int) -> bool:
+    if start >= size:
+        return False
+    return bool(np.frombuffer(mv, dtype=np.uint8, offset=start).any())
+
+
+# ---------------------------------------------------------------------------
+# The core
+# ---------------------------------------------------------------------------
+
+_new_entry = object.__new__
+_set_index = PyEntry.index.__set__  # type: ignore[attr-defined]
+_set_term = PyEntry.term.__set__  # type: ignore[attr-defined]
+_set_payload = PyEntry.payload.__set__  # type: ignore[attr-defined]
+_set_kind = PyEntry.kind.__set__  # type: ignore[attr-defined]
+_KINDS = tuple(EntryKind)
+
+
+def _make_entry(index: int, term: int, payload: bytes, kind: int) -> PyEntry:
+    # The fields come from a verified frame, so the checks of Entry.__init__ are skipped.
+    entry = _new_entry(PyEntry)
+    _set_index(entry, index)
+    _set_term(entry, term)
+    _set_payload(entry, payload)
+    _set_kind(entry, _KINDS[kind])
+    return entry
+
+
+class _Segment:
+    """One attached segment: its buffer, chain state and record arrays."""
+
+    __slots__ = ("buf", "mv", "size", "first_index", "seed", "data_start", "count", "end", "last_crc", "offsets", "terms")
+
+    def __init__(self, buf: Any, mv: memoryview, first_index: int, seed: int, data_start: int) -> None:
+        self.buf = buf
+        self.mv = mv
+        self.size = len(mv)
+        self.first_index = first_index
+        self.seed = seed
+        self.data_start = data_start
+        self.count = 0
+        self.end = data_start
+        self.last_crc = seed
+        self.offsets = np.zeros(16, dtype=np.uint64)
+        self.terms = np.zeros(16, dtype=np.uint64)
+
+    def reserve(self, need: int) -> None:
+        cap = self.offsets.shape[0]
+        if need <= cap:
+            return
+        while cap < need:
+            cap *= 2
+        offsets = np.zeros(cap, dtype=np.uint64)
+        terms = np.zeros(cap, dtype=np.uint64)
+        offsets[: self.count] = self.offsets[: self.count]
+        terms[: self.count] = self.terms[: self.count]
+        self.offsets, self.terms = offsets, terms
+
+    def add(self, offsets: List[int], terms: List[int]) -> None:
+        n = len(offsets)
+        if not n:
+            return
+        self.reserve(self.count + n)
+        self.offsets[self.count : self.count + n] = offsets
+        self.terms[self.count : self.count + n] = terms
+        self.count += n
+
+    def seed_of(self, k: int) -> int:
+        """Chain seed of record ``k``: the stored crc of record ``k - 1``."""
+        if k == 0:
+            return self.seed
+        return _CRC_FIELD.unpack_from(self.mv, int(self.offsets[k - 1]))[0]
+
+
+class LogCore:
+    """Byte-level core of a segmented log (see :class:`fastlog._core_api.LogCore`)."""
+
+    def __init__(self, max_payload: int, verify_reads: bool = False) -> None:
+        max_payload = _as_int("max_payload", max_payload)
+        if max_payload < 0 or max_payload > FL_MAX_PAYLOAD:
+            raise InvalidEntryError(f"max_payload must be in 0..{FL_MAX_PAYLOAD}, got {max_payload}")
+        self._max_payload = max_payload
+        self._verify_reads = bool(verify_reads)
+        self._segs: List[_Segment] = []
+        self._firsts: List[int] = []  # first index of each segment, for bisect
+        self._floor = 0
+
+    @property
+    def max_payload(self) -> int:
+        return self._max_payload
+
+    @property
+    def verify_reads(self) -> bool:
+        return self._verify_reads
+
+    # -- segment table ---------------------------------------------------
+
+    def load_segment(self, buf: Any, first_index: int, seed: int, data_start: int) -> ScanResult:
+        try:
+            mv = memoryview(buf)
+        except TypeError:
+            raise EntryTypeError(f"segment buffer must support the buffer protocol, not {type(buf).__name__}") from None
+        if mv.ndim != 1 or mv.itemsize != 1:
+            try:
+                mv = mv.cast("B")
+            except TypeError:
+                mv.release()
+                raise EntryTypeError("segment buffer must be a contiguous byte buffer") from None
+        try:
+            first_index = _check_u64("first_index", first_index)
+            seed = _check_u32("seed", seed)
+            data_start = _as_int("data_start", data_start)
+            if first_index == 0:
+                raise InvalidIndexError("first_index must be >= 1")
+            if data_start < 0 or data_start > len(mv):
+                raise InvalidIndexError(f"data_start {data_start} outside the buffer (size {len(mv)})")
+            if self._segs:
+                last = self._segs[-1]
+                expected = last.first_index + last.count
+                if first_index != expected:
+                    raise InvalidIndexError(
+                        f"segment first index {first_index} does not follow the last attached index {expected - 1}"
+                    )
+        except BaseException:
+            mv.release()
+            raise
+        seg = _Segment(buf, mv, first_index, seed, data_start)
+        status = self._scan(seg)
+        self._segs.append(seg)
+        self._firsts.append(first_index)
+        return ScanResult(seg.count, seg.end, seg.last_crc, status, _nonzero_in(mv, seg.end, seg.size))
+
+    @staticmethod
+    def _scan(seg: _Segment) -> int:
+        mv, size = seg.mv, seg.size
+        off, crc, index = seg.data_start, seg.seed, seg.first_index
+        offsets: List[int] = []
+        terms: List[int] = []
+        while True:
+            status, end, _length, term, _kind, stored = _decode(mv, size, off, crc, index, True)
+            if status != FL_OK:
+                break
+            offsets.append(off)
+            terms.append(term)
+            off, crc, index = end, stored, index + 1
+        seg.add(offsets, terms)
+        seg.end = off
+        seg.last_crc = crc
+        return status
+
+    def _release(self, seg: _Segment) -> None:
+        seg.offsets = seg.terms = np.zeros(0, dtype=np.uint64)
+        seg.mv.release()
+        seg.buf = None
+
+    def drop_last_segment(self) -> None:
+        if not self._segs:
+            raise InvalidIndexError("no segment to drop")
+        seg = self._segs.pop()
+        self._firsts.pop()
+        self._release(seg)
+
+    def drop_first_segment(self) -> None:
+        if not self._segs:
+            raise InvalidIndexError("no segment to drop")
+        seg = self._segs.pop(0)
+        self._firsts.pop(0)
+        self._release(seg)
+
+    def segment_count(self) -> int:
+        return len(self._segs)
+
+    def _segment_at(self, pos: Any) -> _Segment:
+        pos = _as_int("pos", pos)
+        n = len(self._segs)
+        if pos < -n or pos >= n:
+            raise InvalidIndexError(f"segment position {pos} out of range ({n} segments)")
+        return self._segs[pos]
+
+    def segment_info(self, pos: int) -> Tuple[int, int, int, int]:
+        seg = self._segment_at(pos)
+        return (seg.first_index, seg.count, seg.end, seg.last_crc)
+
+    # -- writing ---------------------------------------------------------
+
+    def check_batch(self, entries: Sequence[Any]) -> int:
+        try:
+            n = len(entries)
+        except TypeError:
+            raise EntryTypeError(f"entries must be a sequence, not {type(entries).__name__}") from None
+        if n == 0:
+            raise InvalidEntryError("empty batch")
+        max_payload = self._max_payload
+        first = None
+        expected = 0
+        for i in range(n):
+            entry = entries[i]
+            if not isinstance(entry, PyEntry):
+                raise EntryTypeError(f"entries[{i}] is a {type(entry).__name__}, not an Entry of this implementation")
+            if first is None:
+                first = expected = entry.index
+            elif entry.index != expected:
+                raise InvalidIndexError(f"batch indexes are not consecutive: entries[{i}].index is {entry.index}, expected {expected}")
+            if len(entry.payload) > max_payload:
+                raise EntryTooLargeError(f"entry {entry.index}: payload of {len(entry.payload)} bytes exceeds the maximum of {max_payload}")
+            expected += 1
+        return first  # type: ignore[return-value]
+
+    def _writable_last(self) -> _Segment:
+        if not self._segs:
+            raise FastlogError("no segment attached")
+        seg = self._segs[-1]
+        if seg.mv.readonly:
+            raise FastlogError("the last segment's buffer is read-only")
+        return seg
+
+    def append(self, entries: Sequence[Any], start: int = 0) -> int:
+        self.check_batch(entries)
+        n = len(entries)
+        start = _as_int("start", start)
+        if start < 0 or start >= n:
+            raise InvalidIndexError(f"start {start} outside the batch of {n} entries")
+        seg = self._writable_last()
+        expected = seg.first_index + seg.count
+        if entries[start].index != expected:
+            raise InvalidIndexError(f"entry {entries[start].index} does not follow the last index {expected - 1}")
+
+        mv, size = seg.mv, seg.size
+        off, crc = seg.end, seg.last_crc
+        pack_tail = _HEADER_TAIL.pack_into
+        pack_crc = _CRC_FIELD.pack_into
+        offsets: List[int] = []
+        terms: List[int] = []
+        i = start
+        while i < n:
+            entry = entries[i]
+            payload = entry.payload
+            length = len(payload)
+            data_end = off + REC_HEADER_SIZE + length
+            end = off + REC_HEADER_SIZE + ((length + 7) & ~7)
+            if end > size:
+                break
+            pack_tail(mv, off + 4, length, entry.index, entry.term, int(entry.kind))
+            mv[off + REC_HEADER_SIZE : data_end] = payload
+            if end != data_end:
+                mv[data_end:end] = _ZERO_PAD[: end - data_end]
+            crc = _crc(mv[off + 4 : data_end], crc)
+            pack_crc(mv, off, crc)
+            offsets.append(off)
+            terms.append(entry.term)
+            off = end
+            i += 1
+        seg.add(offsets, terms)
+        seg.end = off
+        seg.last_crc = crc
+        return i
+
+    def truncate(self, index: int) -> Tuple[int, int]:
+        index = _check_u64("index", index)
+        if not self._segs:
+            raise InvalidIndexError("no segment attached")
+        seg = self._segs[-1]
+        if index < seg.first_index:
+            raise InvalidIndexError(
+                f"index {index} lies before the last segment (first index {seg.first_index}); drop that segment instead"
+            )
+        old_end = seg.end
+        keep = index - seg.first_index
+        if keep >= seg.count:
+            return (old_end, old_end)
+        cut = int(seg.offsets[keep])
+        seg.last_crc = seg.seed_of(keep)
+        seg.count = keep
+        seg.end = cut
+        return (cut, old_end)
+
+    def _check_span(self, seg: _Segment, start: int, end: int) -> None:
+        if start < 0 or end < start or end > seg.size:
+            raise InvalidIndexError(f"byte range [{start}, {end}) outside the segment buffer (size {seg.size})")
+        if seg.count and start < seg.end and end > seg.data_start:
+            raise InvalidIndexError(
+                f"byte range [{start}, {end}) overlaps the live records [{seg.data_start}, {seg.end}); truncate first"
+            )
+        if seg.mv.readonly:
+            raise FastlogError("segment buffer is read-only")
+
+    def zero(self, pos: int, start: int, end: int) -> None:
+        seg = self._segment_at(pos)
+        start = _as_int("start", start)
+        end = _as_int("end", end)
+        self._check_span(seg, start, end)
+        if end > start:
+            seg.mv[start:end] = bytes(end - start)
+
+    def write_at(self, pos: int, offset: int, data: bytes) -> None:
+        seg = self._segment_at(pos)
+        offset = _as_int("offset", offset)
+        try:
+            src = memoryview(data)
+        except TypeError:
+            raise EntryTypeError(f"data must be bytes-like, not {type(data).__name__}") from None
+        with src:
+            if src.ndim != 1 or src.itemsize != 1:
+                src = src.cast("B")
+            self._check_span(seg, offset, offset + len(src))
+            seg.mv[offset : offset + len(src)] = src
+
+    # -- reading ---------------------------------------------------------
+
+    def set_floor(self, index: int) -> None:
+        self._floor = _check_u64("index", index)
+
+    def floor(self) -> int:
+        return self._floor
+
+    def first_index(self) -> int:
+        for seg in self._segs:
+            if seg.count:
+                first = max(seg.first_index, self._floor)
+                return first if first <= self.last_index() else 0
+        return 0
+
+    def last_index(self) -> int:
+        for seg in reversed(self._segs):
+            if seg.count:
+                return seg.first_index + seg.count - 1
+        return 0
+
+    def _locate(self, index: int) -> Optional[Tuple[_Segment, int]]:
+        if index < self._floor:
+            return None
+        i = bisect_right(self._firsts, index) - 1
+        if i < 0:
+            return None
+        seg = self._segs[i]
+        k = index - seg.first_index
+        if k >= seg.count:
+            return None
+        return seg, k
+
+    def _read(self, seg: _Segment, k: int, off: int, index: int) -> PyEntry:
+        mv = seg.mv
+        if self._verify_reads:
+            status, _end, length, term, kind, _crc_v = _decode(mv, seg.size, off, seg.seed_of(k), index, True)
+            if status != FL_OK:
+                raise CorruptionError(f"entry {index} failed verification on read: {_STATUS_NAMES[status]}", offset=off)
+        else:
+            _crc_v, length, _index, term, kind = _HEADER.unpack_from(mv, off)
+        return _make_entry(index, term, bytes(mv[off + REC_HEADER_SIZE : off + REC_HEADER_SIZE + length]), kind)
+
+    def get(self, index: int) -> Optional[PyEntry]:
+        index = _check_u64("index", index)
+        found = self._locate(index)
+        if found is None:
+            return None
+        seg, k = found
+        return self._read(seg, k, int(seg.offsets[k]), index)
+
+    def get_range(self, start: int, end: int) -> List[PyEntry]:
+        start = _check_u64("start", start)
+        end = _check_u64("end", end)
+        start = max(start, self._floor)
+        out: List[PyEntry] = []
+        if start > end or not self._segs:
+            return out
+        i = max(bisect_right(self._firsts, start) - 1, 0)
+        for seg in self._segs[i:]:
+            if seg.first_index > end:
+                break
+            lo = max(start - seg.first_index, 0)
+            hi = min(end - seg.first_index + 1, seg.count)
+            if lo >= hi:
+                continue
+            read = self._read
+            index = seg.first_index + lo
+            for k, off in enumerate(seg.offsets[lo:hi].tolist(), lo):
+                out.append(read(seg, k, off, index))
+                index += 1
+        return out
+
+    def term_at(self, index: int) -> Optional[int]:
+        index = _check_u64("index", index)
+        found = self._locate(index)
+        if found is None:
+            return None
+        seg, k = found
+        return int(seg.terms[k])
+
+    def verify_segment(self, pos: int) -> Tuple[int, int]:
+        seg = self._segment_at(pos)
+        mv, size = seg.mv, seg.size
+        off, crc, index = seg.data_start, seg.seed, seg.first_index
+        for _ in range(seg.count):
+            status, end, _length, _term, _kind, stored = _decode(mv, size, off, crc, index, True)
+            if status != FL_OK:
+                return (status, off)
+            off, crc, index = end, stored, index + 1
+        return (FL_OK, off)

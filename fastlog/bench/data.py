@@ -1,0 +1,101 @@
+"""The benchmark's data: deterministic entries, built once per entry class.
+
+Every engine receives the same payloads, indexes, terms and kinds, so one
+expected digest describes what every engine must hand back.  Entries are
+built before any timing starts: the timed loops only pass ready objects in.
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Dict, List, Optional, Sequence
+
+from .._types import EntryKind
+
+__all__ = ["Dataset", "digest_entries"]
+
+#: A new term every this many entries (terms change rarely in a healthy cluster).
+TERM_SPAN = 10_000
+#: Every this many-th entry is a CONFIG entry, so a digest also checks kinds.
+CONFIG_EVERY = 997
+
+
+def digest_entries(entries: Sequence[Any]) -> str:
+    """The xxh3-128 content digest of ``entries`` (index, term, kind, payload), hex."""
+    from ..testing import digest
+
+    value = digest(entries)
+    return value if isinstance(value, str) else bytes(value).hex()
+
+
+def term_of(index: int) -> int:
+    return 1 + (index - 1) // TERM_SPAN
+
+
+def kind_of(index: int) -> EntryKind:
+    return EntryKind.CONFIG if index % CONFIG_EVERY == 0 else EntryKind.COMMAND
+
+
+class Dataset:
+    """``count`` entries with indexes ``first .. first + count - 1``.
+
+    Payloads are ``entry_size`` pseudo-random bytes from a fixed seed, stored
+    once and shared by the entries of every entry class.
+    """
+
+    def __init__(self, count: int, entry_size: int, seed: int, first: int = 1):
+        if count < 0 or entry_size < 0:
+            raise ValueError("count and entry_size must not be negative")
+        self.count = count
+        self.entry_size = entry_size
+        self.first = first
+        blob = random.Random(seed).randbytes(count * entry_size)
+        self.payloads: List[bytes] = [blob[i * entry_size:(i + 1) * entry_size] for i in range(count)]
+        self._entries: Dict[type, List[Any]] = {}
+        self._digests: Dict[tuple, str] = {}
+
+    @property
+    def last(self) -> int:
+        return self.first + self.count - 1
+
+    def entries(self, entry_class: type) -> List[Any]:
+        """All entries as ``entry_class`` objects (built on first use, then cached)."""
+        built = self._entries.get(entry_class)
+        if built is None:
+            first = self.first
+            built = [
+                entry_class(index, term_of(index), payload, kind_of(index))
+                for index, payload in zip(range(first, first + self.count), self.payloads)
+            ]
+            self._entries[entry_class] = built
+        return built
+
+    def batches(self, entry_class: type, batch_size: int) -> List[List[Any]]:
+        entries = self.entries(entry_class)
+        return [entries[i:i + batch_size] for i in range(0, len(entries), batch_size)]
+
+    def slice(self, entry_class: type, lo: int, hi: int) -> List[Any]:
+        """Entries with indexes ``lo..hi`` inclusive (clamped to the dataset)."""
+        lo = max(lo, self.first)
+        hi = min(hi, self.last)
+        if lo > hi:
+            return []
+        entries = self.entries(entry_class)
+        return entries[lo - self.first:hi - self.first + 1]
+
+    def digest(self, lo: int, hi: int, entry_class: Optional[type] = None) -> str:
+        """Expected digest of the entries ``lo..hi`` (cached)."""
+        key = (lo, hi)
+        value = self._digests.get(key)
+        if value is None:
+            cls = entry_class if entry_class is not None else next(iter(self._entries), None)
+            if cls is None:
+                from .._types import PyEntry
+
+                cls = PyEntry
+            value = digest_entries(self.slice(cls, lo, hi))
+            self._digests[key] = value
+        return value
+
+    def drop_entries(self) -> None:
+        """Forget the built entry objects (payloads stay)."""
+        self._entries.clear()

@@ -1,0 +1,78 @@
+"""Exceptions raised by fastlog.
+
+Every exception derives from :class:`FastlogError`.  Input errors also derive
+from the matching built-in (``ValueError`` / ``TypeError``) so callers that
+already catch those keep working.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = [
+    "FastlogError",
+    "CorruptionError",
+    "LockedError",
+    "ClosedError",
+    "InvalidEntryError",
+    "InvalidIndexError",
+    "EntryTypeError",
+    "EntryTooLargeError",
+    "PoisonedError",
+    "StorageFullError",
+]
+
+
+class FastlogError(Exception):
+    """Base class of every fastlog error."""
+
+
+class CorruptionError(FastlogError):
+    """Stored data failed verification.
+
+    ``path`` and ``offset`` name the file and byte offset of the first damaged
+    byte range that was found.
+    """
+
+    def __init__(self, message: str, path: Optional[str] = None, offset: Optional[int] = None):
+        self.path = path
+        self.offset = offset
+        where = ""
+        if path is not None:
+            where = f" [{path}" + (f" @ offset {offset}" if offset is not None else "") + "]"
+        super().__init__(message + where)
+
+
+class LockedError(FastlogError):
+    """The directory is already open, by this process or by another one."""
+
+
+class ClosedError(FastlogError):
+    """The store (or log) was closed."""
+
+
+class PoisonedError(FastlogError):
+    """An earlier write or flush failed, so the store refuses further writes.
+
+    Once an fsync has failed the kernel may have dropped the dirty pages, so the
+    only honest answer is to stop; reopen the store to recover from disk.
+    """
+
+
+class StorageFullError(FastlogError, OSError):
+    """No space was left to preallocate a segment (ENOSPC)."""
+
+
+class InvalidEntryError(FastlogError, ValueError):
+    """A value passed in is out of range or inconsistent (e.g. an index gap)."""
+
+
+class InvalidIndexError(InvalidEntryError):
+    """An index is negative, out of range or not contiguous."""
+
+
+class EntryTooLargeError(InvalidEntryError):
+    """An entry's payload exceeds the configured maximum."""
+
+
+class EntryTypeError(FastlogError, TypeError):
+    """A value passed in has the wrong type."""

@@ -1,0 +1,785 @@
+"""The synchronous segmented log: files, recovery and policy.
+
+:class:`Log` owns the directory (lock, ``STATE``, segment files) and decides
+everything that is policy: when to roll over to a new segment, what a scan
+result means on recovery, in which order files are synced and deleted so a
+crash always leaves a valid log.  The byte work (framing, checksums, the index
+arrays) is done by a core module (compiled or pure Python, see
+:mod:`fastlog._impl`); the hot read methods are the core's own methods, bound
+onto the instance, so a read costs one C call with the compiled core.
+
+The on-disk format and the crash ordering of every operation are described in
+docs/format.md.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import mmap
+import os
+import struct
+import threading
+from types import ModuleType
+from typing import Any, Dict, List, Optional, Sequence
+
+from . import _osio
+from ._core_api import FL_ERR_ZERO, REC_HEADER_SIZE, SEG_DATA_START
+from ._impl import load_core
+from ._types import LogId
+from .errors import (
+    ClosedError,
+    CorruptionError,
+    EntryTooLargeError,
+    EntryTypeError,
+    InvalidEntryError,
+    InvalidIndexError,
+    LockedError,
+    PoisonedError,
+    StorageFullError,
+)
+from .segment import (
+    Segment,
+    SegmentHeader,
+    decode_segment_header,
+    encode_segment_header,
+    parse_segment_name,
+    segment_name,
+)
+from .smallfile import RECORD_LOG_STATE, read_small_file, write_small_file
+
+__all__ = ["Log", "DEFAULT_SEGMENT_SIZE", "DEFAULT_MAX_ENTRY_SIZE"]
+
+DEFAULT_SEGMENT_SIZE = 64 << 20
+DEFAULT_MAX_ENTRY_SIZE = 16 << 20
+_MIN_SEGMENT_SIZE = 2 * SEG_DATA_START
+_PAGE = 4096
+STATE_FILE = "STATE"
+LOCK_FILE = "LOCK"
+_STATE_BODY = struct.Struct("<QBQQQ")  # generation, has_purge, purge index, purge term, reserved
+_ZERO_CHUNK = 1 << 16
+
+
+def _check_index(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EntryTypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0 or value >= 1 << 64:
+        raise InvalidIndexError(f"{name} must be in 0..2**64-1, got {value}")
+    return int(value)
+
+
+class Log:
+    """A crash-safe Raft log in a directory of memory-mapped segment files.
+
+    Writers are serialised by an internal lock; reads may run from any thread
+    at any time.  ``flush()`` may run in another thread while appends go on
+    (group commit builds on that).
+    """
+
+    # The hot read methods are bound per instance to the core's methods; these
+    # annotations document them.
+    entry: Any
+    get_entries: Any
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        segment_size: int = DEFAULT_SEGMENT_SIZE,
+        max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE,
+        sync: str = "none",
+        read_only: bool = False,
+        verify_reads: bool = False,
+        stop_at_damage: bool = False,
+        implementation: Optional[str] = None,
+    ) -> None:
+        if isinstance(segment_size, bool) or not isinstance(segment_size, int):
+            raise EntryTypeError("segment_size must be an int")
+        if segment_size < _MIN_SEGMENT_SIZE or segment_size % _PAGE:
+            raise InvalidEntryError(f"segment_size must be a multiple of {_PAGE} and >= {_MIN_SEGMENT_SIZE}")
+        if isinstance(max_entry_size, bool) or not isinstance(max_entry_size, int) or max_entry_size < 0:
+            raise InvalidEntryError("max_entry_size must be a non-negative int")
+        if sync not in ("none", "always"):
+            raise InvalidEntryError("sync must be 'none' or 'always'")
+        if stop_at_damage and not read_only:
+            raise InvalidEntryError("stop_at_damage needs read_only=True")
+
+        self._path = os.path.abspath(os.fspath(path))
+        self._segment_size = segment_size
+        capacity = segment_size - SEG_DATA_START - REC_HEADER_SIZE
+        self._max_payload = min(max_entry_size, capacity - (capacity % 8))
+        self._sync_always = sync == "always"
+        self._read_only = read_only
+        self._stop_at_damage = stop_at_damage
+        self._core_module: ModuleType = load_core(implementation)
+        self._crc32c = self._core_module.crc32c
+        self.Entry = self._core_module.Entry
+        self._core = self._core_module.LogCore(self._max_payload, verify_reads)
+        self._segments: List[Segment] = []
+        # Writers (append, truncate, purge, reset) and flush snapshots hold _wlock.
+        # _sync_lock serialises flushes; it is always taken before _wlock, never
+        # after.  An fsync runs on duplicated descriptors with neither lock held
+        # over it, so appends go on while it runs (group commit) and a segment
+        # may be dropped meanwhile without pulling the descriptor away.
+        self._wlock = threading.RLock()
+        self._sync_lock = threading.Lock()
+        self._trunc_low: Optional[int] = None  # lowest truncation point since the last flush snapshot
+        self._closed = True
+        self._poisoned: Optional[BaseException] = None
+        self._dir_dirty = False
+        self._durable_index = 0
+        self._generation = 1
+        self._boundary: Optional[LogId] = None
+        #: Set when a read-only open with ``stop_at_damage`` stopped early.
+        self.damage: Optional[CorruptionError] = None
+        self._lock_fd = -1
+
+        if read_only:
+            if not os.path.isdir(self._path):
+                raise FileNotFoundError(errno.ENOENT, "no such log directory", self._path)
+        else:
+            os.makedirs(self._path, exist_ok=True)
+        self._take_lock()
+        try:
+            self._load_state()
+            self._recover()
+        except BaseException:
+            self._release_all()
+            raise
+        self._closed = False
+        self._bind_reads()
+
+    # ------------------------------------------------------------------ open
+    def _take_lock(self) -> None:
+        lock_path = os.path.join(self._path, LOCK_FILE)
+        flags = os.O_RDONLY if self._read_only else os.O_RDWR | os.O_CREAT
+        try:
+            fd = os.open(lock_path, flags, 0o644)
+        except FileNotFoundError:
+            fd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if self._read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LockedError(f"log directory {self._path} is already open") from None
+        self._lock_fd = fd
+
+    def _load_state(self) -> None:
+        body = read_small_file(self._path, STATE_FILE, RECORD_LOG_STATE)
+        if body is None:
+            self._generation = 1
+            self._boundary = None
+            if not self._read_only:
+                self._save_state()
+            return
+        if len(body) != _STATE_BODY.size:
+            raise CorruptionError("log state has the wrong size", os.path.join(self._path, STATE_FILE), 24)
+        gen, has_purge, pidx, pterm, _ = _STATE_BODY.unpack(body)
+        self._generation = gen
+        self._boundary = LogId(index=pidx, term=pterm) if has_purge else None
+
+    def _save_state(self) -> None:
+        b = self._boundary
+        body = _STATE_BODY.pack(self._generation, 1 if b else 0, b.index if b else 0, b.term if b else 0, 0)
+        write_small_file(self._path, STATE_FILE, RECORD_LOG_STATE, body)
+
+    def _list_segment_files(self) -> List[tuple]:
+        found = []
+        for name in os.listdir(self._path):
+            if name.endswith(".tmp") and not self._read_only:
+                try:
+                    os.unlink(os.path.join(self._path, name))
+                except FileNotFoundError:
+                    pass
+                continue
+            first = parse_segment_name(name)
+            if first is not None:
+                found.append((first, os.path.join(self._path, name)))
+        found.sort()
+        return found
+
+    def _read_header(self, path: str) -> Optional[SegmentHeader]:
+        """The verified header, or None when the header is all zero."""
+        with open(path, "rb") as f:
+            raw = f.read(64)
+        if len(raw) == 64 and raw == bytes(64):
+            return None
+        return decode_segment_header(raw, self._crc32c, path)
+
+    def _remove_file(self, path: str) -> None:
+        if self._read_only:
+            return
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        self._dir_dirty = True
+
+    def _recover(self) -> None:
+        files = self._list_segment_files()
+        headers: List[tuple] = []
+        stale: List[str] = []
+        for i, (first, path) in enumerate(files):
+            hdr = self._read_header(path)
+            if hdr is None:
+                if i == len(files) - 1:
+                    stale.append(path)  # crashed while being created
+                    continue
+                raise CorruptionError("segment header is zero but later segments exist", path, 0)
+            if hdr.generation < self._generation:
+                stale.append(path)  # left over from a reset
+                continue
+            if hdr.generation > self._generation:
+                raise CorruptionError(
+                    f"segment generation {hdr.generation} is newer than the log's {self._generation}", path, 16
+                )
+            if hdr.first_index != first:
+                raise CorruptionError(f"header first index {hdr.first_index} does not match the file name", path, 24)
+            headers.append((hdr, path))
+        for path in reversed(stale):
+            self._remove_file(path)
+
+        # Whole segments at or below the purge boundary are leftovers of a purge.
+        if self._boundary is not None:
+            limit = self._boundary.index
+            while len(headers) > 1 and headers[1][0].first_index <= limit + 1:
+                self._remove_file(headers.pop(0)[1])
+
+        for i, (hdr, path) in enumerate(headers):
+            if self._segments:
+                first, count, end, last_crc = self._core.segment_info(-1)
+                if hdr.first_index != first + count or hdr.prev_crc != last_crc:
+                    # The chain breaks here: what follows was never made durable.
+                    self._cut_after(headers[i:], self._segments[-1].path, end)
+                    break
+            seg = self._open_segment(path, hdr)
+            res = self._core.load_segment(seg.mm, hdr.first_index, hdr.prev_crc, hdr.data_start)
+            self._segments.append(seg)
+            clean = res.status == FL_ERR_ZERO and not res.nonzero_after
+            if res.end < hdr.synced_end:
+                self._damage(CorruptionError(_scan_message(res.status, "durable data is damaged"), path, res.end))
+                break
+            if not clean:
+                # A torn write in data that was never synced: cut it (and all after it).
+                self._cut_after(headers[i + 1 :], path, res.end)
+                if not self._read_only:
+                    self._zero_tail(seg, len(self._segments) - 1, res.end)
+                break
+
+        if self._boundary is not None:
+            self._core.set_floor(self._boundary.index + 1)
+            # The first segment may now hold only purged entries.
+            while self._segments:
+                first, count, _, _ = self._core.segment_info(0)
+                if count and first + count - 1 > self._boundary.index:
+                    break
+                if len(self._segments) == 1 and not count:
+                    break
+                self._drop_first()
+        if self._segments and self._core.first_index() == 0:
+            # Nothing readable is left: an empty log starts afresh at any index.
+            self._drop_all()
+        if self._dir_dirty and not self._read_only:
+            _osio.fsync_dir(self._path)
+            self._dir_dirty = False
+        self._durable_index = self._last_stored()
+
+    def _damage(self, err: CorruptionError) -> None:
+        if self._stop_at_damage:
+            self.damage = err
+            return
+        raise err
+
+    def _cut_after(self, later: Sequence[tuple], path: str, offset: int) -> None:
+        """Drop the segments in ``later`` (never durable) -- unless one claims durable data."""
+        for hdr, later_path in later:
+            if hdr.synced_end > hdr.data_start:
+                self._damage(
+                    CorruptionError("the log breaks off here but a later segment holds durable data", path, offset)
+                )
+                return
+        for _, later_path in reversed(later):
+            self._remove_file(later_path)
+        if later and not self._read_only:
+            _osio.fsync_dir(self._path)
+            self._dir_dirty = False
+
+    def _zero_tail(self, seg: Segment, pos: int, start: int) -> None:
+        """Zero every non-zero chunk from ``start`` to the end of the segment, then sync."""
+        mm = seg.mm
+        off = start
+        while off < seg.size:
+            end = min(seg.size, (off // _ZERO_CHUNK + 1) * _ZERO_CHUNK)
+            if mm[off:end].count(0) != end - off:
+                self._core.zero(pos, off, end)
+            off = end
+        _osio.fdatasync(seg.fd)
+
+    def _open_segment(self, path: str, hdr: SegmentHeader) -> Segment:
+        fd = os.open(path, os.O_RDONLY if self._read_only else os.O_RDWR)
+        try:
+            size = os.fstat(fd).st_size
+            if size < hdr.data_start:
+                raise CorruptionError("segment is shorter than its data start", path, size)
+            # Read-only opens map privately so nothing can ever reach the file.
+            access = mmap.ACCESS_COPY if self._read_only else mmap.ACCESS_WRITE
+            mm = mmap.mmap(fd, size, access=access)
+        except BaseException:
+            os.close(fd)
+            raise
+        return Segment(path, fd, mm, size, hdr)
+
+    def _bind_reads(self) -> None:
+        # Bound C methods: no Python frame between the caller and the core.
+        self.entry = self._core.get
+        self.get_entries = self._core.get_range
+
+    # ------------------------------------------------------------ segments
+    def _last_stored(self) -> int:
+        return self._core.last_index() if self._segments else 0
+
+    def _drop_first(self) -> None:
+        seg = self._segments.pop(0)
+        self._core.drop_first_segment()
+        seg.close()
+        self._remove_file(seg.path)
+
+    def _drop_last(self) -> None:
+        seg = self._segments.pop()
+        self._core.drop_last_segment()
+        seg.close()
+        self._remove_file(seg.path)
+
+    def _drop_all(self) -> None:
+        while self._segments:
+            self._drop_last()  # last first: a crash leaves a prefix of the log
+
+    def _new_segment(self, first_index: int, prev_crc: int) -> None:
+        path = os.path.join(self._path, segment_name(first_index))
+        if os.path.exists(path):
+            os.unlink(path)  # cannot be live: live segments are attached
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            try:
+                _osio.fallocate(fd, self._segment_size)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise StorageFullError(
+                        exc.errno, f"no space to preallocate a {self._segment_size}-byte segment", path
+                    ) from exc
+                raise
+            hdr = SegmentHeader(self._generation, first_index, prev_crc, SEG_DATA_START)
+            os.pwrite(fd, encode_segment_header(hdr, self._crc32c), 0)
+            mm = mmap.mmap(fd, self._segment_size, access=mmap.ACCESS_WRITE)
+        except BaseException:
+            os.close(fd)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise
+        seg = Segment(path, fd, mm, self._segment_size, hdr)
+        seg.dirty = True
+        try:
+            self._core.load_segment(mm, first_index, prev_crc, SEG_DATA_START)
+        except BaseException:
+            seg.close()
+            os.unlink(path)
+            raise
+        self._segments.append(seg)
+        self._dir_dirty = True
+
+    def _write_claim(self, pos: int, seg: Segment, synced_end: int) -> None:
+        hdr = SegmentHeader(
+            seg.header.generation, seg.header.first_index, seg.header.prev_crc, synced_end, seg.header.data_start
+        )
+        self._core.write_at(pos, 0, encode_segment_header(hdr, self._crc32c))
+        seg.header = hdr
+        seg.claim_written = synced_end
+        seg.header_dirty = True
+
+    # ---------------------------------------------------------------- state
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"log {self._path} is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._read_only:
+            raise PermissionError(errno.EROFS, "log is open read-only", self._path)
+        if self._poisoned is not None:
+            raise PoisonedError(f"an earlier write or flush failed: {self._poisoned!r}") from self._poisoned
+
+    def _poison(self, exc: BaseException) -> None:
+        if self._poisoned is None:
+            self._poisoned = exc
+
+    # ---------------------------------------------------------------- API
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def implementation(self) -> str:
+        return self._core_module.IMPLEMENTATION
+
+    def last_index(self) -> int:
+        """Highest index: the last stored one or the purge boundary, whichever is higher."""
+        last = self._core.last_index() if self._segments else 0
+        b = self._boundary
+        return b.index if b is not None and b.index > last else last
+
+    def first_index(self) -> int:
+        """Lowest readable index, or 0 when no entry is readable."""
+        return self._core.first_index() if self._segments else 0
+
+    def term_at(self, index: int) -> Optional[int]:
+        """Term of the entry at ``index``; the purge boundary's term at the boundary."""
+        term = self._core.term_at(index)
+        if term is None:
+            b = self._boundary
+            if b is not None and index == b.index:
+                return b.term
+        return term
+
+    def purge_boundary(self) -> Optional[LogId]:
+        return self._boundary
+
+    load_purge_boundary = purge_boundary
+
+    def durable_index(self) -> int:
+        """Every entry up to this index is known durable."""
+        return min(self._durable_index, self.last_index())
+
+    def is_write_durable(self) -> bool:
+        return self._sync_always
+
+    def append(self, entries: Sequence[Any]) -> None:
+        """Append a batch of consecutive entries.
+
+        A first index at or below ``last_index()`` replaces the existing suffix
+        from there (as in Raft).  Bad input raises and changes nothing.
+        """
+        if not isinstance(entries, (list, tuple)):
+            if isinstance(entries, (str, bytes, bytearray)) or not hasattr(entries, "__iter__"):
+                raise EntryTypeError(f"entries must be a sequence of Entry, not {type(entries).__name__}")
+            entries = list(entries)
+        if not entries:
+            self._check_writable()
+            return
+        with self._wlock:
+            self._check_writable()
+            core = self._core
+            first = core.check_batch(entries)
+            self._make_room_for(first)
+            n = len(entries)
+            pos = core.append(entries, 0) if self._segments else 0
+            try:
+                while pos < n:
+                    self._roll_over(first if not self._segments else None)
+                    new_pos = core.append(entries, pos)
+                    if new_pos == pos:
+                        raise EntryTooLargeError(f"entry {pos} does not fit in an empty segment")
+                    pos = new_pos
+            except StorageFullError:
+                if pos:
+                    self._truncate_locked(first)  # take back the part that fitted
+                raise
+            self._segments[-1].dirty = True
+        if self._sync_always:
+            self.flush()
+
+    def _make_room_for(self, first: int) -> None:
+        # Runs under _wlock, before anything is written.
+        b = self._boundary
+        if first == 0:
+            raise InvalidIndexError("index 0 is reserved; entries start at 1")
+        if b is not None and first <= b.index:
+            raise InvalidIndexError(f"index {first} is at or below the purge boundary {b.index}")
+        if not self._segments:
+            return
+        if self._core.first_index() == 0:
+            self._drop_all_durably()  # only purged entries left: start afresh
+            return
+        last = self._core.last_index()
+        if first > last + 1:
+            raise InvalidIndexError(f"batch starts at {first} but the log ends at {last}: a gap")
+        if first <= last:
+            self._truncate_locked(first)
+
+    def _roll_over(self, first: Optional[int]) -> None:
+        """Start a new segment after the last one (or the first one at ``first``)."""
+        if first is not None:
+            self._new_segment(first, 0)
+            return
+        seg_first, count, _, last_crc = self._core.segment_info(-1)
+        self._new_segment(seg_first + count, last_crc)
+
+    def truncate(self, from_index: int) -> None:
+        """Remove every entry with index >= ``from_index``."""
+        from_index = _check_index("from_index", from_index)
+        with self._wlock:
+            self._check_writable()
+            b = self._boundary
+            if b is not None and from_index <= b.index:
+                raise InvalidIndexError(f"cannot truncate at {from_index}: at or below the purge boundary {b.index}")
+            self._truncate_locked(from_index)
+        if self._sync_always:
+            self.flush()
+
+    def _note_truncation(self, from_index: int) -> None:
+        if self._durable_index >= from_index:
+            self._durable_index = max(0, from_index - 1)
+        if self._trunc_low is None or from_index < self._trunc_low:
+            self._trunc_low = from_index
+
+    def _truncate_locked(self, from_index: int) -> None:
+        if not self._segments or from_index > self._core.last_index():
+            return
+        first_visible = self._core.first_index()
+        if first_visible == 0 or from_index <= first_visible:
+            self._drop_all_durably()
+            return
+        self._note_truncation(from_index)
+        try:
+            dropped = False
+            while self._segments[-1].first_index >= from_index:
+                self._drop_last()
+                dropped = True
+            if dropped:
+                # Deleted segments must be gone before the cut below can leave a gap.
+                _osio.fsync_dir(self._path)
+                self._dir_dirty = False
+            pos = len(self._segments) - 1
+            seg = self._segments[-1]
+            cut, old_end = self._core.truncate(from_index)
+            seg.epoch += 1
+            if cut < seg.claim_on_disk_at_most():
+                # The header must stop claiming the removed bytes before they go.
+                self._write_claim(pos, seg, cut)
+                _osio.fdatasync(seg.fd)
+                seg.claim_synced = cut
+                seg.header_dirty = False
+            self._core.zero(pos, cut, old_end)
+            seg.dirty = True
+        except BaseException as exc:
+            self._poison(exc)
+            raise
+
+    def _drop_all_durably(self) -> None:
+        if not self._segments:
+            return
+        self._note_truncation(0)
+        try:
+            self._drop_all()
+            _osio.fsync_dir(self._path)
+            self._dir_dirty = False
+        except BaseException as exc:
+            self._poison(exc)
+            raise
+
+    def purge(self, cutoff: LogId) -> None:
+        """Remove every entry with index <= ``cutoff.index`` and persist the boundary."""
+        if not isinstance(cutoff, LogId):
+            raise EntryTypeError(f"cutoff must be a LogId, not {type(cutoff).__name__}")
+        with self._wlock:
+            self._check_writable()
+            b = self._boundary
+            if b is not None and cutoff.index <= b.index:
+                return
+            try:
+                self._boundary = cutoff
+                self._save_state()
+            except BaseException as exc:
+                self._boundary = b
+                self._poison(exc)
+                raise
+            if self._segments:
+                self._core.set_floor(cutoff.index + 1)
+                while self._segments:
+                    first, count, _, _ = self._core.segment_info(0)
+                    if count and first + count - 1 > cutoff.index:
+                        break
+                    self._drop_first()
+                if self._segments and self._core.first_index() == 0:
+                    self._drop_all()
+            else:
+                self._core.set_floor(cutoff.index + 1)
+
+    def reset(self) -> None:
+        """Empty the log and forget the purge boundary (the hard state is not touched)."""
+        with self._wlock:
+            self._check_writable()
+            old = (self._generation, self._boundary)
+            try:
+                self._generation += 1
+                self._boundary = None
+                self._save_state()
+            except BaseException as exc:
+                self._generation, self._boundary = old
+                self._poison(exc)
+                raise
+            self._note_truncation(0)
+            self._drop_all()
+            self._core.set_floor(0)
+            try:
+                _osio.fsync_dir(self._path)
+            except BaseException as exc:
+                self._poison(exc)
+                raise
+            self._dir_dirty = False
+
+    def flush(self) -> int:
+        """Make everything appended so far durable; return the durable index.
+
+        Thread-safe: appends may continue in other threads while the fsync runs.
+        A failed fsync poisons the log (later writes raise PoisonedError): the
+        kernel may have dropped the dirty pages, so nothing can be promised.
+        """
+        with self._sync_lock:
+            with self._wlock:
+                self._check_open()
+                if self._read_only:
+                    return self._durable_index
+                if self._poisoned is not None:
+                    raise PoisonedError(f"an earlier write or flush failed: {self._poisoned!r}") from self._poisoned
+                targets = []
+                try:
+                    for pos, seg in enumerate(self._segments):
+                        if seg.dirty or seg.header_dirty:
+                            _, _, end, _ = self._core.segment_info(pos)
+                            targets.append((seg, os.dup(seg.fd), end, seg.claim_written, seg.epoch))
+                            seg.dirty = False
+                            seg.header_dirty = False
+                except BaseException:
+                    for t in targets:
+                        os.close(t[1])
+                    raise
+                dir_dirty = self._dir_dirty
+                self._dir_dirty = False
+                last = self._last_stored()
+                self._trunc_low = None
+            try:
+                for t in targets:
+                    _osio.fdatasync(t[1])
+                if dir_dirty:
+                    _osio.fsync_dir(self._path)
+            except BaseException as exc:
+                self._poison(exc)
+                raise
+            finally:
+                for t in targets:
+                    os.close(t[1])
+            with self._wlock:
+                for seg, _, end, claim, epoch in targets:
+                    if seg.epoch != epoch or seg not in self._segments:
+                        continue  # truncated or dropped meanwhile: its claim was handled there
+                    seg.claim_synced = max(seg.claim_synced, claim)
+                    if end > seg.claim_written:
+                        # Lazily durable: reaches the disk with this segment's next sync.
+                        self._write_claim(self._segments.index(seg), seg, end)
+                if self._trunc_low is not None:
+                    last = min(last, self._trunc_low - 1)
+                if last > self._durable_index:
+                    self._durable_index = last
+                return self._durable_index
+
+    def verify(self) -> List[CorruptionError]:
+        """Re-verify the checksum of every stored record; return the damage found."""
+        self._check_open()
+        found = []
+        for pos, seg in enumerate(self._segments):
+            status, offset = self._core.verify_segment(pos)
+            if status != 0:
+                found.append(CorruptionError(_scan_message(status, "record fails verification"), seg.path, offset))
+        return found
+
+    def segments(self) -> List[Dict[str, Any]]:
+        """A description of every attached segment (for tools and tests)."""
+        out = []
+        for pos, seg in enumerate(self._segments):
+            first, count, end, last_crc = self._core.segment_info(pos)
+            out.append(
+                {
+                    "path": seg.path,
+                    "first_index": first,
+                    "last_index": first + count - 1 if count else None,
+                    "count": count,
+                    "end": end,
+                    "size": seg.size,
+                    "synced_end": seg.claim_written,
+                    "prev_crc": seg.header.prev_crc,
+                    "last_crc": last_crc,
+                    "generation": seg.header.generation,
+                }
+            )
+        return out
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    # ---------------------------------------------------------------- close
+    def close(self) -> None:
+        """Flush (unless poisoned or read-only), make the durable claims exact and close."""
+        if self._closed:
+            return
+        try:
+            if not self._read_only and self._poisoned is None:
+                self.flush()
+                if any(s.header_dirty for s in self._segments):
+                    self.flush()  # the claims written by the first flush
+        finally:
+            with self._sync_lock, self._wlock:
+                if not self._closed:
+                    self._closed = True
+                    self._release_all()
+                    self._bind_closed()
+
+    def _release_all(self) -> None:
+        while self._segments:
+            seg = self._segments.pop()
+            self._core.drop_last_segment()
+            seg.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def _bind_closed(self) -> None:
+        def closed(*_args: Any, **_kw: Any) -> Any:
+            raise ClosedError(f"log {self._path} is closed")
+
+        self.entry = closed
+        self.get_entries = closed
+
+    def __enter__(self) -> "Log":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # Never flush from a finaliser; just let go of maps, files and the lock.
+        try:
+            if not self._closed:
+                self._closed = True
+                self._release_all()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.first_index()}..{self.last_index()}"
+        return f"<fastlog.Log {self._path!r} {state} ({self.implementation})>"
+
+
+def _scan_message(status: int, default: str) -> str:
+    return {
+        1: "record runs past the end of the segment",
+        2: "record has bad reserved bytes or kind",
+        3: "record has an unexpected index",
+        4: "record checksum mismatch",
+        5: "data ends early",
+    }.get(status, default)

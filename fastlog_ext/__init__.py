@@ -1,0 +1,1 @@
+"""Compiled core of fastlog (Cython + C). Import it through :mod:`fastlog`."""

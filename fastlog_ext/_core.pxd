@@ -1,0 +1,93 @@
+# C declarations of the fastlog core (fastlog_core.h) and of the extension types
+# of fastlog_ext._core, so other Cython modules can `cimport` them.
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+
+
+cdef extern from "fastlog_core.h" nogil:
+    unsigned int FL_FORMAT_VERSION
+    unsigned int FL_SEG_HEADER_SIZE
+    unsigned int FL_SEG_DATA_START
+    unsigned int FL_REC_HEADER_SIZE
+    unsigned int FL_REC_ALIGN
+    unsigned int FL_KIND_MAX
+    unsigned int FL_MAX_PAYLOAD
+
+    enum:
+        FL_OK
+        FL_ERR_TRUNCATED
+        FL_ERR_RESERVED
+        FL_ERR_INDEX
+        FL_ERR_CRC
+        FL_ERR_ZERO
+
+    ctypedef struct fl_record:
+        uint64_t index
+        uint64_t term
+        uint32_t length
+        uint32_t crc
+        uint8_t kind
+        const uint8_t *payload
+
+    size_t fl_frame_size(uint32_t payload_len)
+
+    uint32_t fl_crc32c(uint32_t crc, const void *data, size_t length)
+    uint32_t fl_crc32c_portable(uint32_t crc, const void *data, size_t length)
+    int fl_crc32c_hw_available()
+
+    uint32_t fl_encode(uint8_t *dst, uint32_t seed, uint64_t index, uint64_t term, uint8_t kind,
+                       const uint8_t *payload, uint32_t length)
+    int fl_decode(const uint8_t *buf, size_t size, size_t off, uint32_t seed, uint64_t expect_index,
+                  int verify_crc, fl_record *out)
+    size_t fl_scan(const uint8_t *buf, size_t size, size_t *off, uint32_t *seed, uint64_t *next_index,
+                   uint64_t *offsets, uint64_t *terms, size_t cap, int *status)
+    int fl_all_zero(const uint8_t *buf, size_t start, size_t end)
+
+
+# One attached segment: the exported buffer of its mapping and the position of
+# every record in it.  The exported buffer is what keeps the mapping alive
+# (mmap.close() raises BufferError while an export exists).
+cdef struct Segment:
+    Py_buffer view
+    uint8_t *base
+    size_t size
+    bint writable
+    uint64_t first        # index of the first record slot
+    size_t count          # records attached
+    size_t cap            # capacity of offsets/terms
+    uint64_t *offsets     # byte offset of each record
+    uint64_t *terms       # term of each record
+    size_t data_start
+    size_t end            # offset just past the last record
+    uint32_t seed         # chain seed of the first record
+    uint32_t last_crc     # crc of the last record (seed when none)
+
+
+# A batch entry gathered with the GIL held, so frames can be encoded without it.
+cdef struct BatchItem:
+    const uint8_t *data
+    uint64_t index
+    uint64_t term
+    uint32_t length
+    uint8_t kind
+
+
+cdef class Entry:
+    cdef readonly uint64_t index
+    cdef readonly uint64_t term
+    cdef readonly bytes payload
+    cdef readonly object kind
+    cdef uint8_t kind_code
+
+
+cdef class LogCore:
+    cdef Segment **segs
+    cdef Py_ssize_t nsegs
+    cdef Py_ssize_t segs_cap
+    cdef Py_ssize_t last_hit
+    cdef uint64_t floor
+    cdef uint32_t _max_payload
+    cdef bint _verify_reads
+    cdef int busy
+    cdef BatchItem *scratch
+    cdef size_t scratch_cap
