@@ -2,39 +2,39 @@
 
 :func:`open_engine` (exported as ``fastlog.open``) opens a directory holding a
 :class:`fastlog.log.Log` (segments and ``STATE``) and the hard state file
-(``HARDSTATE``).  The method names and semantics follow the storage trait in
-:mod:`fastlog.protocols`.
+(``HARDSTATE``).  Method names and semantics follow the storage trait described
+in :mod:`fastlog.protocols`.
 
 Durability
 ----------
 With ``sync="none"`` (the default) ``persist_entries`` writes into the
 memory-mapped segment and returns; ``flush()`` / ``flush_async()`` make every
-change made before them durable.  With ``sync="always"`` each write returns
-only once it is durable.
+change made before them durable.  With ``sync="always"`` every write returns
+only once it is durable.  ``is_write_durable()`` says which mode is active.
 
 Group commit
 ------------
-Flushes run ``Log.flush()`` (which fdatasyncs) on a dedicated worker thread,
-so an fsync never blocks the event loop.  At most one flush is in flight.
-Every mutation gets a sequence number; a coroutine that needs durability waits
-for the sequence number of the last mutation before it.  A flush covers every
-mutation made before it started; when it completes, everyone it covers wakes
-up, and if anyone is left waiting (they wrote while it ran) the next flush
-starts at once.  So N concurrent writers share roughly one fsync per round
-instead of paying one each.
+Every mutation gets a sequence number.  A coroutine that needs durability
+waits for the sequence number of the last mutation made before it.  At most
+one ``Log.flush()`` (which fdatasyncs) is in flight, on a worker thread, and it
+covers every mutation made before it started.  When it completes, everyone it
+covers wakes up; if anyone is still waiting (they wrote while it ran), the next
+flush starts at once.  N concurrent writers thus share about one fsync per
+round instead of paying one each, and the event loop never waits for an fsync.
 
-A failed flush is raised to everyone it was meant to cover and poisons the
-store: the kernel may have dropped the dirty pages, so no later fsync could
-prove anything.  Every later write or flush raises
-:class:`~fastlog.errors.PoisonedError`; reads still work; reopen to recover
-from what is on disk.
+A failed flush is raised to everyone it covered and poisons the store: the
+kernel may have dropped the dirty pages, so no later fsync could prove
+anything.  Every later write or flush raises
+:class:`~fastlog.errors.PoisonedError` (chained to the original error); reads
+still work; reopen the directory to recover from what is on disk.
 
 Threads
 -------
-Everything except the flush runs on the event loop's thread.  Truncate, purge
-and reset change which segment files exist, so they wait until no flush is in
-flight and run while none can start.  They may fsync a small file or the
-directory themselves (those are rare control operations, not the write path).
+Plain appends run on the event loop's thread: they only copy into the mapping.
+Everything that may fsync or delete files -- flushes, truncate, purge, reset,
+and appends that replace a suffix or start an empty log -- runs on one worker
+thread, in submission order.  While such a structural operation is queued or
+running, new appends wait for it, so the log never sees two writers at once.
 """
 from __future__ import annotations
 
@@ -42,11 +42,19 @@ import asyncio
 import heapq
 import itertools
 import os
+from concurrent.futures import Future as ConcurrentFuture
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from ._types import HardState, LogId
-from .errors import ClosedError, EntryTypeError, InvalidEntryError, InvalidIndexError, PoisonedError, StorageFullError
+from ._types import LogId
+from .errors import (
+    ClosedError,
+    EntryTypeError,
+    InvalidEntryError,
+    InvalidIndexError,
+    PoisonedError,
+    StorageFullError,
+)
 from .meta import FileMetaStore
 
 __all__ = ["open_engine", "FileStorageEngine", "FileLogStore", "GroupCommit"]
@@ -65,10 +73,14 @@ def _poisoned(cause: BaseException) -> PoisonedError:
 class GroupCommit:
     """Shares one call of a flush function among every coroutine waiting for it.
 
-    ``flush_fn`` must make durable every write made before it was called, and
-    must be safe to call from a worker thread while the event loop's thread
-    keeps writing.  Writers call :meth:`note_write` after each mutation and
-    :meth:`wait_durable` to wait for every mutation noted so far.
+    ``flush_fn`` must make durable every mutation made before it was called.
+    It runs on a dedicated worker thread, which :meth:`submit` also offers to
+    other blocking operations so they are serialised with the flushes.
+
+    Writers call :meth:`note_write` after each mutation and
+    :meth:`wait_durable` to wait until every mutation noted so far is durable.
+    All methods except :meth:`flush_sync` must be called on the event loop's
+    thread.
     """
 
     def __init__(self, flush_fn: Callable[[], Any], name: str = "fastlog-flush"):
@@ -76,15 +88,14 @@ class GroupCommit:
         self._name = name
         self._written = 0  # sequence number of the last mutation
         self._durable = 0  # every mutation up to this one is durable
-        self._waiters: List[Tuple[int, int, asyncio.Future]] = []  # heap of (needed seq, tiebreak, future)
+        self._waiters: List[Tuple[int, int, asyncio.Future]] = []  # heap: (needed seq, tiebreak, future)
         self._tiebreak = itertools.count()
         self._inflight: Optional[asyncio.Future] = None
-        self._exclusive: List[asyncio.Future] = []
         self._executor: Optional[ThreadPoolExecutor] = None
         self._error: Optional[BaseException] = None
         self._closed = False
-        # Counters, for tests and benchmarks.
-        self.flushes = 0  # flush_fn calls that were started
+        # Counters for tests and benchmarks.
+        self.flushes = 0  # flush_fn calls started
         self.waits = 0  # wait_durable calls that had to wait
 
     # -- state ---------------------------------------------------------------
@@ -107,13 +118,23 @@ class GroupCommit:
         return self._written
 
     @property
-    def pending(self) -> bool:
-        """Whether some mutation is not yet known durable."""
-        return self._written > self._durable
-
-    @property
     def in_flight(self) -> bool:
         return self._inflight is not None
+
+    def stats(self) -> Dict[str, int]:
+        return {"flushes": self.flushes, "waits": self.waits, "written": self._written, "durable": self._durable}
+
+    # -- the worker thread -----------------------------------------------------
+    def _get_executor(self) -> ThreadPoolExecutor:
+        if self._closed:
+            raise ClosedError("the log store is closed")
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
+        return self._executor
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+        """Run ``fn(*args)`` on the worker thread, after everything submitted before it."""
+        return asyncio.get_running_loop().run_in_executor(self._get_executor(), fn, *args)
 
     # -- waiting for durability ------------------------------------------------
     async def wait_durable(self) -> None:
@@ -124,66 +145,41 @@ class GroupCommit:
             return
         if self._closed:
             raise ClosedError("the log store is closed")
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
+        fut = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (needed, next(self._tiebreak), fut))
         self.waits += 1
         self._start_if_idle()
         await fut
 
     def _start_if_idle(self) -> None:
-        if self._inflight is not None or not self._waiters or self._exclusive:
+        if self._inflight is not None or not self._waiters:
             return
-        if self._error is not None:  # nobody is covered: all get PoisonedError
+        if self._error is not None:  # none of them is covered: all get PoisonedError
             self._fail_waiters(self._error, self._durable)
             return
-        if self._closed:  # everybody is covered: all get ClosedError
+        if self._closed:  # all of them are covered by the answer
             self._fail_waiters(ClosedError("the log store is closed"), self._written)
             return
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
         target = self._written
-        loop = asyncio.get_running_loop()
         self.flushes += 1
-        fut = loop.run_in_executor(self._executor, self._flush_fn)
+        fut = self.submit(self._flush_fn)
         self._inflight = fut
         fut.add_done_callback(lambda f, target=target: self._flush_done(f, target))
 
-    @staticmethod
-    def _running_loop() -> bool:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return False
-        return True
-
     def _flush_done(self, fut: asyncio.Future, target: int) -> None:
         self._inflight = None
-        exc: Optional[BaseException]
-        if fut.cancelled():
-            exc = asyncio.CancelledError("flush was cancelled")
-        else:
-            exc = fut.exception()
+        exc = asyncio.CancelledError("the flush was cancelled") if fut.cancelled() else fut.exception()
         if exc is not None:
             self.poison(exc)
             self._fail_waiters(exc, target)
-        else:
-            if target > self._durable:
-                self._durable = target
-            while self._waiters and self._waiters[0][0] <= self._durable:
-                _, _, waiter = heapq.heappop(self._waiters)
-                if not waiter.done():
-                    waiter.set_result(None)
-        if self._exclusive:
-            # Let the exclusive operations run before another flush starts;
-            # their wake-ups are queued before this call, so they run first.
-            for waiter in self._exclusive:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self._exclusive.clear()
-            fut.get_loop().call_soon(self._start_if_idle)
-        else:
-            self._start_if_idle()
+            return
+        if target > self._durable:
+            self._durable = target
+        while self._waiters and self._waiters[0][0] <= self._durable:
+            _, _, waiter = heapq.heappop(self._waiters)
+            if not waiter.done():
+                waiter.set_result(None)
+        self._start_if_idle()
 
     def _fail_waiters(self, exc: BaseException, covered: int) -> None:
         """Raise ``exc`` to the waiters the failed flush covered, PoisonedError to the rest."""
@@ -192,35 +188,17 @@ class GroupCommit:
             if not waiter.done():
                 waiter.set_exception(exc if needed <= covered else _poisoned(exc))
 
-    async def exclusive(self) -> None:
-        """Return when no flush is in flight.
-
-        The caller must then run its operation without awaiting anything:
-        flushes only start from the event loop, so none can start meanwhile.
-        """
-        while self._inflight is not None:
-            fut = asyncio.get_running_loop().create_future()
-            self._exclusive.append(fut)
-            try:
-                await fut
-            except asyncio.CancelledError:
-                if fut in self._exclusive:
-                    self._exclusive.remove(fut)
-                self._start_if_idle()
-                raise
-
-    def after_exclusive(self) -> None:
-        """Start a flush for waiters that queued up while an exclusive operation ran."""
-        if self._running_loop():
-            self._start_if_idle()
-
     # -- synchronous flush -----------------------------------------------------
     def flush_sync(self) -> None:
-        """Flush on the calling thread (blocks it)."""
+        """Flush and block the calling thread until it is done.
+
+        The flush runs on the worker thread like every other one, so it never
+        races a structural operation running there.
+        """
         self.check()
         target = self._written
         try:
-            self._flush_fn()
+            self._get_executor().submit(self._flush_fn).result()
         except BaseException as exc:
             self.poison(exc)
             raise
@@ -229,34 +207,53 @@ class GroupCommit:
 
     # -- shutdown --------------------------------------------------------------
     async def drain(self) -> None:
-        """Wait until no flush is in flight and nobody waits for one."""
-        while self._inflight is not None:
-            try:
-                await asyncio.shield(self._inflight)
-            except BaseException:
-                pass  # the waiters got the error; the committer is poisoned
+        """Wait until the worker thread is idle and nobody waits for a flush."""
+        while self._executor is not None:
+            barrier = self.submit(_nothing)
+            await asyncio.shield(barrier)
+            if self._inflight is None:
+                return
 
     def close(self) -> None:
-        """Stop the worker thread (waiting for a flush still running on it)."""
+        """Stop the worker thread, waiting for anything still running on it."""
         self._closed = True
         executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True)
 
-    def stats(self) -> Dict[str, int]:
-        return {"flushes": self.flushes, "waits": self.waits, "written": self._written, "durable": self._durable}
+
+def _nothing() -> None:
+    return None
+
+
+def _check_index(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EntryTypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise InvalidIndexError(f"{name} must not be negative, got {value}")
+
+
+def _as_batch(name: str, entries: object) -> Sequence[Any]:
+    if isinstance(entries, (list, tuple)):
+        return entries
+    if isinstance(entries, (str, bytes, bytearray, memoryview)) or not hasattr(entries, "__iter__"):
+        raise EntryTypeError(f"{name} must be a sequence of Entry, not {type(entries).__name__}")
+    return list(entries)  # type: ignore[call-overload]
 
 
 class FileLogStore:
     """The Raft log of a :class:`FileStorageEngine` (see :mod:`fastlog.protocols`)."""
 
-    def __init__(self, log: Any, *, sync: str = "none"):
+    def __init__(self, log: Any, *, sync: str = "none", read_only: bool = False):
         if sync not in _SYNC_MODES:
             raise InvalidEntryError(f"sync must be one of {_SYNC_MODES}, got {sync!r}")
         self._log = log
         self._always = sync == "always"
-        self._commit = GroupCommit(self._flush_log)
+        self._read_only = read_only
+        self._commit = GroupCommit(log.flush)
         self._closed = False
+        self._structural = 0  # structural operations submitted and not yet finished
+        self._gate: List[asyncio.Future] = []  # appends waiting for them
 
     # -- helpers ---------------------------------------------------------------
     @property
@@ -270,33 +267,61 @@ class FileLogStore:
 
     @property
     def Entry(self) -> type:
-        """The entry class of the log's implementation (the fastest one to pass in)."""
+        """The entry class of the log's implementation (the cheapest one to pass in)."""
         return self._log.Entry
-
-    def _flush_log(self) -> Any:
-        return self._log.flush()
 
     def _check_writable(self) -> None:
         if self._closed:
             raise ClosedError("the log store is closed")
+        if self._read_only:
+            raise PermissionError(f"log store {self._log.path} is open read-only")
         self._commit.check()
 
-    def _mutate(self, op: Callable[..., Any], *args: Any) -> Any:
-        """Run one mutation of the log, poisoning the store if the disk failed under it."""
-        try:
-            result = op(*args)
-        except (InvalidEntryError, EntryTypeError, ClosedError):
-            raise  # refused input: nothing changed
-        except BaseException as exc:
-            # Part of the batch may be written: make a later flush cover it.
-            self._commit.note_write()
-            if isinstance(exc, OSError) and not isinstance(exc, StorageFullError):
-                # An I/O error leaves the files in an unknown state.  A full disk
-                # does not: it fails cleanly when a segment is created.
-                self._commit.poison(exc)
-            raise
+    def _failed(self, exc: BaseException) -> None:
+        """Account for a mutation that raised part-way."""
+        if isinstance(exc, (InvalidEntryError, EntryTypeError, ClosedError)):
+            return  # refused input: nothing changed
+        # Part of a batch may have been written: a later flush must cover it.
         self._commit.note_write()
-        return result
+        if isinstance(exc, PoisonedError):
+            self._commit.poison(exc.__cause__ or exc)
+        elif isinstance(exc, OSError) and not isinstance(exc, StorageFullError):
+            # An I/O error leaves the files in an unknown state.  A full disk
+            # does not: it fails cleanly while a new segment is created.
+            self._commit.poison(exc)
+
+    async def _wait_gate(self) -> None:
+        while self._structural:
+            fut = asyncio.get_running_loop().create_future()
+            self._gate.append(fut)
+            await fut
+
+    async def _run_structural(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a blocking mutation on the worker thread, holding appends back meanwhile."""
+        self._check_writable()
+        self._structural += 1
+        try:
+            fut = self._commit.submit(fn, *args)
+        except BaseException:
+            self._structural_done(None)
+            raise
+        # Bookkeeping happens when the operation ends, even if the caller was cancelled.
+        fut.add_done_callback(self._structural_done)
+        return await asyncio.shield(fut)
+
+    def _structural_done(self, fut: Optional[asyncio.Future]) -> None:
+        if fut is not None:
+            exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
+            if exc is None:
+                self._commit.note_write()
+            else:
+                self._failed(exc)
+        self._structural -= 1
+        if not self._structural:
+            gate, self._gate = self._gate, []
+            for waiter in gate:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def _after_write(self) -> None:
         if self._always:
@@ -306,58 +331,70 @@ class FileLogStore:
     async def persist_entries(self, entries: Sequence[Any]) -> None:
         """Append a consecutive batch; a first index <= last_index() replaces the suffix."""
         self._check_writable()
-        if not isinstance(entries, (list, tuple)):
-            if isinstance(entries, (str, bytes, bytearray)) or not isinstance(entries, Sequence):
-                raise EntryTypeError(f"entries must be a sequence of Entry, not {type(entries).__name__}")
-            entries = list(entries)
+        entries = _as_batch("entries", entries)
         if not entries:
             return
-        self._mutate(self._log.append, entries)
+        if self._structural:
+            await self._wait_gate()
+            self._check_writable()
+        log = self._log
+        first = getattr(entries[0], "index", None)
+        if type(first) is int and log.first_index() and first == log.last_index() + 1:
+            # The common case: a pure append, a copy into the mapping.
+            try:
+                log.append(entries)
+            except BaseException as exc:
+                self._failed(exc)
+                raise
+            self._commit.note_write()
+        else:
+            # Replacing a suffix (or starting an empty log) may sync or delete files.
+            await self._run_structural(log.append, entries)
         await self._after_write()
 
     async def replace_range(self, from_index: int, new_entries: Sequence[Any]) -> None:
         """Remove every index >= ``from_index`` and append ``new_entries``, atomically.
 
-        After a crash the log is either the old one or the new one.  The new
-        entries must start at or below ``from_index`` unless nothing at or
-        above ``from_index`` exists (then this is a plain append).
+        After a crash the log is the old one or the new one, never a mix.  The
+        new entries must start at or below ``from_index`` (they normally start
+        at it), unless nothing at or above ``from_index`` exists.
         """
         self._check_writable()
         _check_index("from_index", from_index)
-        if not isinstance(new_entries, (list, tuple)):
-            if isinstance(new_entries, (str, bytes, bytearray)) or not isinstance(new_entries, Sequence):
-                raise EntryTypeError(f"new_entries must be a sequence of Entry, not {type(new_entries).__name__}")
-            new_entries = list(new_entries)
+        new_entries = _as_batch("new_entries", new_entries)
         if not new_entries:
             await self.truncate(from_index)
             return
-        boundary = self._log.purge_boundary()
+        await self._run_structural(self._replace_range, from_index, new_entries)
+        await self._after_write()
+
+    def _replace_range(self, from_index: int, new_entries: Sequence[Any]) -> None:
+        # Runs on the worker thread with appends held back, so the checks below
+        # see the state the append will act on.
+        log = self._log
+        boundary = log.purge_boundary()
         if boundary is not None and from_index <= boundary.index:
             raise InvalidIndexError(
                 f"cannot replace from index {from_index}: at or below the purge boundary {boundary.index}"
             )
         first = getattr(new_entries[0], "index", None)
-        if not isinstance(first, int):
+        if type(first) is not int:
             raise EntryTypeError(f"new_entries must hold Entry objects, not {type(new_entries[0]).__name__}")
-        if first > from_index and from_index <= self._log.last_index():
-            # Removing [from_index, first) and appending would be two steps, and
-            # would leave a gap anyway unless the whole log went away.
+        if first > from_index and from_index <= log.last_index():
+            # Cutting at from_index and appending from a higher index would be
+            # two steps (not atomic) and would leave a gap.
             raise InvalidIndexError(
                 f"new entries start at {first}, above from_index {from_index}: that would leave a gap"
             )
-        # Log.append replaces the suffix from the batch's first index in one step.
-        await self.persist_entries(new_entries)
+        # One append: the log replaces the suffix from the batch's first index
+        # (which is <= from_index) in a single crash-safe step.
+        log.append(new_entries)
 
     async def truncate(self, from_index: int) -> None:
         """Remove every index >= ``from_index`` (InvalidIndexError at or below the purge boundary)."""
         self._check_writable()
         _check_index("from_index", from_index)
-        await self._commit.exclusive()
-        try:
-            self._check_writable()
-            self._mutate(self._log.truncate, from_index)
-        finally:
-            self._commit.after_exclusive()
+        await self._run_structural(self._log.truncate, from_index)
         await self._after_write()
 
     async def purge(self, cutoff_index: LogId) -> None:
@@ -365,23 +402,13 @@ class FileLogStore:
         self._check_writable()
         if not isinstance(cutoff_index, LogId):
             raise EntryTypeError(f"cutoff_index must be a LogId, not {type(cutoff_index).__name__}")
-        await self._commit.exclusive()
-        try:
-            self._check_writable()
-            self._mutate(self._log.purge, cutoff_index)
-        finally:
-            self._commit.after_exclusive()
+        await self._run_structural(self._log.purge, cutoff_index)
         await self._after_write()
 
     async def reset(self) -> None:
         """Empty the log and forget the purge boundary (the hard state stays)."""
         self._check_writable()
-        await self._commit.exclusive()
-        try:
-            self._check_writable()
-            self._mutate(self._log.reset)
-        finally:
-            self._commit.after_exclusive()
+        await self._run_structural(self._log.reset)
         await self._after_write()
 
     # -- durability ------------------------------------------------------------
@@ -400,22 +427,28 @@ class FileLogStore:
         await self._commit.wait_durable()
 
     def durable_index(self) -> int:
-        """The highest index known durable (beyond the seed trait)."""
+        """Every index up to this one is known durable (beyond the seed trait)."""
         return self._log.durable_index()
 
     # -- reads -----------------------------------------------------------------
     async def entry(self, index: int) -> Optional[Any]:
         """The entry at ``index``, or None when it is missing, purged or truncated."""
+        if self._closed:
+            raise ClosedError("the log store is closed")
         return self._log.entry(index)
 
     def get_entries(self, start: int, end: int) -> List[Any]:
         """The entries with ``start <= index <= end`` that exist, ascending."""
+        if self._closed:
+            raise ClosedError("the log store is closed")
         return self._log.get_entries(start, end)
 
     def last_index(self) -> int:
+        """max(last stored index, purge boundary index); 0 when empty."""
         return self._log.last_index()
 
     def first_index(self) -> int:
+        """The lowest readable index, 0 when none."""
         return self._log.first_index()
 
     def term_at(self, index: int) -> Optional[int]:
@@ -432,8 +465,8 @@ class FileLogStore:
     async def _close(self) -> None:
         if self._closed:
             return
-        self._closed = True
         await self._commit.drain()
+        self._closed = True
         self._commit.close()
 
     def _close_sync(self) -> None:
@@ -445,31 +478,26 @@ class FileLogStore:
         return f"FileLogStore({self._log.path!r}, sync={mode!r})"
 
 
-def _check_index(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise EntryTypeError(f"{name} must be an int, not {type(value).__name__}")
-    if value < 0:
-        raise InvalidIndexError(f"{name} must not be negative, got {value}")
-
-
 class FileStorageEngine:
     """A log directory opened as a StorageEngine: one LogStore and one MetaStore.
 
     The log takes the directory lock, so one engine at a time owns the
     directory (a second open raises :class:`~fastlog.errors.LockedError`).
+    Close it with ``await engine.close()`` or ``async with``; ``close_sync()``
+    (and a plain ``with``) serve synchronous code.
     """
 
-    def __init__(self, path: PathLike, *, sync: str = "none", **log_options: Any):
+    def __init__(self, path: PathLike, *, sync: str = "none", read_only: bool = False, **log_options: Any):
         from .log import Log
 
         if sync not in _SYNC_MODES:
             raise InvalidEntryError(f"sync must be one of {_SYNC_MODES}, got {sync!r}")
         # The engine provides the "always" guarantee itself, through group
-        # commit; a log fsyncing inside every append would block the event loop.
-        self._log = Log(path, sync="none", **log_options)
+        # commit: a log fsyncing inside every append would block the event loop.
+        self._log = Log(path, sync="none", read_only=read_only, **log_options)
         try:
-            self._log_store = FileLogStore(self._log, sync=sync)
-            self._meta_store = FileMetaStore(self._log.path)
+            self._log_store = FileLogStore(self._log, sync=sync, read_only=read_only)
+            self._meta_store = FileMetaStore(self._log.path, read_only=read_only)
         except BaseException:
             self._log.close()
             raise
@@ -491,34 +519,33 @@ class FileStorageEngine:
         return self._meta_store
 
     async def close(self) -> None:
-        """Wait for flushes in flight, then close the log (which flushes) and the meta store."""
+        """Wait for the operations in flight, then close (the log flushes on close)."""
         if self._closed:
             return
         self._closed = True
         try:
             await self._log_store._close()
         finally:
-            self._finish_close()
+            self._meta_store.close()
+            self._log.close()
 
     def close_sync(self) -> None:
-        """Close from synchronous code (no flush may be awaited by then)."""
+        """Close from synchronous code (waits for an operation still on the worker thread)."""
         if self._closed:
             return
         self._closed = True
         try:
             self._log_store._close_sync()
         finally:
-            self._finish_close()
+            self._meta_store.close()
+            self._log.close()
 
-    def _finish_close(self) -> None:
-        self._meta_store.close()
-        if self._log_store.group_commit.error is not None:
-            # A failed fsync: no later flush may claim the data durable.
-            abandon = getattr(self._log, "abandon", None)
-            if abandon is not None:
-                abandon()
-                return
-        self._log.close()
+    def __await__(self):
+        # Lets ``engine = await fastlog.open(path)`` work as well as the plain call.
+        async def ready() -> "FileStorageEngine":
+            return self
+
+        return ready().__await__()
 
     async def __aenter__(self) -> "FileStorageEngine":
         return self
@@ -540,8 +567,8 @@ class FileStorageEngine:
 def open_engine(path: PathLike, **options: Any) -> FileStorageEngine:
     """Open (creating if needed) the log directory ``path`` as a storage engine.
 
-    Options: ``sync`` ("none" or "always"), and the :class:`fastlog.log.Log`
-    options ``segment_size``, ``max_entry_size``, ``verify_reads``,
-    ``read_only`` and ``implementation``.
+    Options: ``sync`` ("none" or "always"), ``read_only``, and the
+    :class:`fastlog.log.Log` options ``segment_size``, ``max_entry_size``,
+    ``verify_reads`` and ``implementation``.
     """
     return FileStorageEngine(path, **options)

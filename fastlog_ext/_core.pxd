@@ -1,6 +1,7 @@
 # C declarations of the fastlog core (fastlog_core.h) and of the extension types
 # of fastlog_ext._core, so other Cython modules can `cimport` them.
 
+from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 
@@ -49,6 +50,7 @@ cdef extern from "fastlog_core.h" nogil:
 # (mmap.close() raises BufferError while an export exists).
 cdef struct Segment:
     Py_buffer view
+    bint has_view         # view holds an export to release
     uint8_t *base
     size_t size
     bint writable
@@ -91,3 +93,11 @@ cdef class LogCore:
     cdef int busy
     cdef BatchItem *scratch
     cdef size_t scratch_cap
+
+    cdef int _check_idle(self, str what) except -1
+    cdef Py_ssize_t _pos(self, object pos) except -1
+    cdef bint _bounds(self, uint64_t *lo, uint64_t *hi) noexcept
+    cdef Py_ssize_t _find(self, uint64_t index) noexcept
+    cdef Entry _read(self, Segment *s, size_t k)
+    cdef int _validate(self, PyObject **items, Py_ssize_t start, Py_ssize_t n, BatchItem *out,
+                       uint64_t *first, size_t *total) except -1

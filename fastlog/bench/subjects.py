@@ -1,0 +1,185 @@
+"""What the benchmark measures: engines from :mod:`fastlog.engines`, and the raw file baseline.
+
+An engine subject opens a :class:`fastlog.protocols.StorageEngine` in a
+directory.  The baseline is not an engine: it is the plain ``os.write`` /
+``os.pread`` / ``os.fdatasync`` work of the same workloads, the ceiling any
+engine writing the same bytes to one file would have.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+__all__ = [
+    "Subject",
+    "BASELINE",
+    "REFERENCE",
+    "OWN_ENGINES",
+    "load_subjects",
+    "entry_class_of",
+    "sync_entry_reader",
+    "describe_sync_reader",
+]
+
+#: Name of the raw file baseline in ``--engines`` and in the results.
+BASELINE = "raw"
+#: The engine every ratio is taken against.
+REFERENCE = "fastlog"
+#: Engines that are fastlog itself or a reference, never a "peer" in the targets.
+OWN_ENGINES = ("fastlog", "fastlog-py", "memory")
+
+
+@dataclass
+class Subject:
+    name: str
+    #: "engine" or "baseline".
+    kind: str
+    description: str = ""
+    #: Opens the engine in a directory: ``opener(path) -> StorageEngine``.
+    opener: Optional[Callable[[str], Any]] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.kind == "baseline"
+
+    @property
+    def is_peer(self) -> bool:
+        return self.kind == "engine" and self.name not in OWN_ENGINES
+
+    def open(self, path: str) -> Any:
+        assert self.opener is not None, f"{self.name} is not an engine"
+        return self.opener(path)
+
+
+def _registry_subjects() -> Tuple[List[Subject], Dict[str, str]]:
+    """Engines of :mod:`fastlog.engines`: (available subjects, {missing name: reason})."""
+    from .. import engines
+
+    available = list(engines.available_engines())
+    known = list(getattr(engines, "ENGINE_NAMES", available))
+    missing: Dict[str, str] = {}
+    subjects: List[Subject] = []
+    for name in known:
+        if name not in available:
+            reason = "not available"
+            why = getattr(engines, "unavailable_reason", None)
+            if why is not None:
+                try:
+                    reason = why(name) or reason
+                except Exception as exc:  # a reason is only informative
+                    reason = f"not available ({exc})"
+            missing[name] = reason
+    for name in available:
+        spec = engines.get_engine(name)
+        subjects.append(
+            Subject(
+                name=name,
+                kind="engine",
+                description=str(getattr(spec, "description", "") or ""),
+                opener=_opener_for(spec),
+            )
+        )
+    return subjects, missing
+
+
+def _opener_for(spec: Any) -> Callable[[str], Any]:
+    """A one-argument opener over the registry's factory, in its default (no-fsync) mode."""
+    open_fn = getattr(spec, "open", spec)
+
+    def opener(path: str) -> Any:
+        return open_fn(path)
+
+    return opener
+
+
+def _fallback_subjects() -> Tuple[List[Subject], Dict[str, str]]:
+    """fastlog's own two implementations, when the engine registry is not installed."""
+    from ..engine import open_engine
+
+    subjects = []
+    missing: Dict[str, str] = {}
+    for name, implementation in (("fastlog", "c"), ("fastlog-py", "python")):
+        if implementation == "c":
+            try:
+                from fastlog_ext import _core  # noqa: F401
+            except ImportError as exc:
+                missing[name] = f"compiled extension missing ({exc})"
+                continue
+        subjects.append(
+            Subject(
+                name=name,
+                kind="engine",
+                description=f"fastlog, {implementation} implementation",
+                opener=lambda path, impl=implementation: open_engine(path, implementation=impl),
+            )
+        )
+    return subjects, missing
+
+
+def load_subjects(names: Optional[List[str]], baseline: bool = True) -> Tuple[List[Subject], Dict[str, str]]:
+    """The subjects to measure, in the requested order, and the skipped ones with a reason.
+
+    ``names`` None means every available engine (and the baseline when
+    ``baseline``).  A requested name that does not exist raises ValueError; one
+    whose package is missing is skipped with its reason.
+    """
+    try:
+        subjects, missing = _registry_subjects()
+    except ImportError:
+        subjects, missing = _fallback_subjects()
+    by_name = {s.name: s for s in subjects}
+    base = Subject(BASELINE, "baseline", "raw os.write / os.pread / os.fdatasync on one file")
+    if names is None:
+        chosen = list(subjects)
+        # fastlog first, so progress shows the reference early.
+        chosen.sort(key=lambda s: (s.name != REFERENCE,))
+        if baseline:
+            chosen.append(base)
+        return chosen, missing
+    chosen = []
+    skipped: Dict[str, str] = {}
+    for name in names:
+        if name == BASELINE:
+            chosen.append(base)
+        elif name in by_name:
+            chosen.append(by_name[name])
+        elif name in missing:
+            skipped[name] = missing[name]
+        else:
+            known = sorted(set(by_name) | set(missing) | {BASELINE})
+            raise ValueError(f"unknown engine {name!r}; known engines: {', '.join(known)}")
+    return chosen, skipped
+
+
+def entry_class_of(store: Any) -> type:
+    """The entry class to build batches with: the store's own, else fastlog's."""
+    cls = getattr(store, "Entry", None)
+    if isinstance(cls, type):
+        return cls
+    from .._impl import core
+
+    return core.Entry
+
+
+def sync_entry_reader(store: Any) -> Optional[Callable[[int], Any]]:
+    """A synchronous ``entry(index)`` of the store, if it has one.
+
+    Looks for ``store.entry_sync`` and for the synchronous log under the store
+    (``store.log.entry``, as :class:`fastlog.engine.FileLogStore` has).
+    """
+    fn = getattr(store, "entry_sync", None)
+    if callable(fn) and not inspect.iscoroutinefunction(fn):
+        return fn
+    log = getattr(store, "log", None)
+    fn = getattr(log, "entry", None) if log is not None else None
+    if callable(fn) and not inspect.iscoroutinefunction(fn):
+        return fn
+    return None
+
+
+def describe_sync_reader(store: Any) -> str:
+    if callable(getattr(store, "entry_sync", None)):
+        return f"{type(store).__name__}.entry_sync"
+    return f"{type(store).__name__}.log.entry"

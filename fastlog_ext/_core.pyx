@@ -1,0 +1,824 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled byte core of fastlog: the ``Entry`` type and ``LogCore``.
+
+Implements the contract of :mod:`fastlog._core_api` with the C core of
+``fastlog_core.h`` (CRC-32C, framing, scanning).  Behaviour is identical to the
+pure-Python core :mod:`fastlog._pycore`; only the speed differs.
+
+Each attached segment keeps an exported buffer of its mapping (which also stops
+the mapping from being closed underneath us) and two C arrays with the byte
+offset and term of every record, so a lookup touches no Python object.
+"""
+
+cimport cython
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.exc cimport PyErr_Clear, PyErr_Occurred
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_INCREF
+from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
+from cpython.tuple cimport PyTuple_CheckExact
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, realloc
+from libc.string cimport memcpy, memset
+
+from collections import namedtuple
+
+from fastlog._types import EntryKind, LogId, PyEntry
+from fastlog.errors import (
+    CorruptionError,
+    EntryTooLargeError,
+    EntryTypeError,
+    FastlogError,
+    InvalidEntryError,
+    InvalidIndexError,
+)
+
+
+cdef extern from "Python.h":
+    # Declared here without an exception clause: the callers turn an overflow
+    # into fastlog's own InvalidIndexError.
+    unsigned long long _as_ull "PyLong_AsUnsignedLongLong"(object o)
+    bint PyLong_Check(object o)
+    bint PyBool_Check(object o)
+
+
+IMPLEMENTATION = "c"
+
+ScanResult = namedtuple("ScanResult", ["count", "end", "last_crc", "status", "nonzero_after"])
+ScanResult.__doc__ = "What LogCore.load_segment found in a segment."
+
+cdef uint64_t _U64_MAX = 0xFFFFFFFFFFFFFFFF
+cdef tuple _KINDS = tuple(EntryKind)
+cdef object _KIND_COMMAND = EntryKind.COMMAND
+
+# Batches whose frames add up to at least this many bytes are encoded with the
+# GIL released; below it the release costs more than it gives.
+cdef size_t _NOGIL_BYTES = 64 * 1024
+# Initial room of a segment's offset/term arrays when it is scanned.
+cdef size_t _INITIAL_SLOTS = 1024
+
+_STATUS_NAMES = {
+    FL_OK: "ok",
+    FL_ERR_TRUNCATED: "truncated frame",
+    FL_ERR_RESERVED: "reserved bytes not zero or unknown kind",
+    FL_ERR_INDEX: "unexpected index",
+    FL_ERR_CRC: "checksum mismatch",
+    FL_ERR_ZERO: "zero frame header",
+}
+
+
+# ---------------------------------------------------------------------------
+# argument checks (same rules and messages as fastlog._types)
+
+cdef inline int _to_u64(object value, str name, uint64_t *out) except -1:
+    cdef unsigned long long r
+    if PyLong_Check(value) and not PyBool_Check(value):
+        r = _as_ull(value)
+        if r == <unsigned long long>-1 and PyErr_Occurred() != NULL:
+            PyErr_Clear()
+            raise InvalidIndexError(f"{name} must be in 0..2**64-1, got {value}")
+        out[0] = r
+        return 0
+    raise EntryTypeError(f"{name} must be an int, not {type(value).__name__}")
+
+
+cdef inline int _to_u32(object value, str name, uint32_t *out) except -1:
+    cdef uint64_t r
+    if not PyLong_Check(value) or PyBool_Check(value):
+        raise EntryTypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0 or value > 0xFFFFFFFF:
+        raise InvalidEntryError(f"{name} must be in 0..2**32-1, got {value}")
+    _to_u64(value, name, &r)
+    out[0] = <uint32_t>r
+    return 0
+
+
+cdef inline bytes _check_payload(object payload):
+    if type(payload) is bytes:
+        return <bytes>payload
+    if isinstance(payload, (bytearray, memoryview)):
+        return bytes(payload)
+    raise EntryTypeError(f"payload must be bytes, not {type(payload).__name__}")
+
+
+cdef object _check_kind(object kind):
+    if isinstance(kind, EntryKind):
+        return kind
+    if isinstance(kind, bool) or not isinstance(kind, int):
+        raise EntryTypeError(f"kind must be an EntryKind, not {type(kind).__name__}")
+    try:
+        return EntryKind(kind)
+    except ValueError:
+        raise InvalidEntryError(f"unknown entry kind {kind}") from None
+
+
+cdef inline uint32_t _read_u32(const uint8_t *p) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p, 4)
+    return v
+
+
+cdef int _get_buffer(object obj, Py_buffer *view, str what) except -1:
+    """Export a read-only view of any C-contiguous bytes-like object."""
+    try:
+        PyObject_GetBuffer(obj, view, PyBUF_SIMPLE)
+    except (TypeError, BufferError):
+        raise EntryTypeError(f"{what} must be a contiguous bytes-like object, not {type(obj).__name__}") from None
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Entry
+
+@cython.freelist(512)
+@cython.no_gc
+cdef class Entry:
+    """One Raft log entry: immutable, hashable, compared by value.
+
+    ``Entry(index, term, payload=b"", kind=EntryKind.COMMAND)``
+    """
+
+    def __init__(self, index, term, payload=b"", kind=_KIND_COMMAND):
+        cdef uint64_t i, t
+        if self.payload is not None:
+            raise AttributeError("Entry is immutable")
+        _to_u64(index, "index", &i)
+        _to_u64(term, "term", &t)
+        cdef bytes p = _check_payload(payload)
+        k = _check_kind(kind)
+        # All checks passed: set every field at once, so an entry is never half-built.
+        self.index = i
+        self.term = t
+        self.kind_code = <uint8_t>(<int>k)
+        self.kind = k
+        self.payload = p
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Entry is immutable")
+
+    def __delattr__(self, name):
+        raise AttributeError("Entry is immutable")
+
+    def __eq__(self, other):
+        cdef Entry o
+        if isinstance(other, Entry):
+            o = <Entry>other
+            return (self.index == o.index and self.term == o.term
+                    and self.kind_code == o.kind_code and self.payload == o.payload)
+        if isinstance(other, PyEntry):
+            return (self.index == other.index and self.term == other.term
+                    and self.kind == other.kind and self.payload == other.payload)
+        return NotImplemented
+
+    def __ne__(self, other):
+        r = self.__eq__(other)
+        if r is NotImplemented:
+            return r
+        return not r
+
+    def __hash__(self):
+        return hash((self.index, self.term, <int>self.kind_code, self.payload))
+
+    def __repr__(self):
+        return (f"Entry(index={self.index}, term={self.term}, payload={self.payload!r}, "
+                f"kind=EntryKind.{self.kind.name})")
+
+    def __reduce__(self):
+        return (type(self), (self.index, self.term, self.payload, self.kind))
+
+    @property
+    def log_id(self):
+        """The entry's ``LogId(index, term)``."""
+        return LogId(index=self.index, term=self.term)
+
+
+cdef inline Entry _new_entry(uint64_t index, uint64_t term, uint8_t kind, const uint8_t *data, uint32_t length):
+    """Build an Entry from trusted fields without going through __init__."""
+    cdef Entry e = Entry.__new__(Entry)
+    e.index = index
+    e.term = term
+    e.kind_code = kind
+    e.kind = _KINDS[kind]
+    e.payload = PyBytes_FromStringAndSize(<const char *>data, length)
+    return e
+
+
+# ---------------------------------------------------------------------------
+# CRC
+
+def crc32c(data, seed=0):
+    """CRC-32C of a bytes-like object, continuing from ``seed``.
+
+    ``crc32c(b, crc32c(a)) == crc32c(a + b)``.
+    """
+    cdef uint32_t s, r
+    cdef Py_buffer view
+    _to_u32(seed, "seed", &s)
+    if isinstance(data, memoryview) and not (<memoryview>data).c_contiguous:
+        data = (<memoryview>data).tobytes()
+    _get_buffer(data, &view, "data")
+    try:
+        if <size_t>view.len >= _NOGIL_BYTES:
+            with nogil:
+                r = fl_crc32c(s, view.buf, <size_t>view.len)
+        else:
+            r = fl_crc32c(s, view.buf, <size_t>view.len)
+    finally:
+        PyBuffer_Release(&view)
+    return r
+
+
+def crc32c_hw_available():
+    """True when the CRC uses the CPU's CRC-32C instruction."""
+    return fl_crc32c_hw_available() != 0
+
+
+def _crc32c_portable(data, seed=0):
+    """CRC-32C through the table path (lets tests compare both paths)."""
+    cdef uint32_t s, r
+    cdef Py_buffer view
+    _to_u32(seed, "seed", &s)
+    _get_buffer(data, &view, "data")
+    try:
+        r = fl_crc32c_portable(s, view.buf, <size_t>view.len)
+    finally:
+        PyBuffer_Release(&view)
+    return r
+
+
+# ---------------------------------------------------------------------------
+# LogCore
+
+cdef void _free_segment(Segment *seg) noexcept:
+    if seg == NULL:
+        return
+    if seg.has_view:
+        PyBuffer_Release(&seg.view)
+        seg.has_view = False
+    free(seg.offsets)
+    free(seg.terms)
+    free(seg)
+
+
+cdef int _reserve(Segment *seg, size_t need) except -1:
+    """Make room for ``need`` records in the offset/term arrays."""
+    cdef size_t cap
+    cdef void *p
+    if need <= seg.cap:
+        return 0
+    cap = seg.cap * 2
+    if cap < need:
+        cap = need
+    if cap < 64:
+        cap = 64
+    if cap > (<size_t>-1) // 8:
+        raise MemoryError()
+    p = realloc(seg.offsets, cap * sizeof(uint64_t))
+    if p == NULL:
+        raise MemoryError()
+    seg.offsets = <uint64_t *>p
+    p = realloc(seg.terms, cap * sizeof(uint64_t))
+    if p == NULL:
+        raise MemoryError()
+    seg.terms = <uint64_t *>p
+    seg.cap = cap
+    return 0
+
+
+cdef size_t _encode_run(Segment *seg, const BatchItem *items, size_t n,
+                        size_t *end, uint32_t *crc) noexcept nogil:
+    """Frame items into the segment after its last record while they fit.
+
+    Records their offsets and terms past ``seg.count`` but leaves ``count``,
+    ``end`` and ``last_crc`` to the caller, so readers never see a half-written
+    record.  Returns the number written.
+    """
+    cdef size_t off = seg.end
+    cdef size_t fs
+    cdef size_t i
+    cdef size_t slot = seg.count
+    cdef uint32_t c = seg.last_crc
+    for i in range(n):
+        fs = fl_frame_size(items[i].length)
+        if fs > seg.size - off:
+            break
+        c = fl_encode(seg.base + off, c, items[i].index, items[i].term, items[i].kind,
+                      items[i].data, items[i].length)
+        seg.offsets[slot] = off
+        seg.terms[slot] = items[i].term
+        slot += 1
+        off += fs
+    else:
+        i = n
+    end[0] = off
+    crc[0] = c
+    return i
+
+
+cdef class LogCore:
+    """Byte-level core of a segmented log (see fastlog._core_api.LogCore)."""
+
+    def __init__(self, max_payload, verify_reads=False):
+        cdef uint64_t mp
+        _to_u64(max_payload, "max_payload", &mp)
+        if mp > FL_MAX_PAYLOAD:
+            raise InvalidEntryError(f"max_payload must be at most {FL_MAX_PAYLOAD}, got {mp}")
+        self._max_payload = <uint32_t>mp
+        self._verify_reads = bool(verify_reads)
+
+    def __dealloc__(self):
+        cdef Py_ssize_t i
+        if self.segs != NULL:
+            for i in range(self.nsegs):
+                _free_segment(self.segs[i])
+            free(self.segs)
+            self.segs = NULL
+        self.nsegs = 0
+        free(self.scratch)
+        self.scratch = NULL
+
+    @property
+    def max_payload(self):
+        """Largest payload accepted by append, in bytes."""
+        return self._max_payload
+
+    @property
+    def verify_reads(self):
+        """Whether reads re-verify each record's checksum."""
+        return self._verify_reads
+
+    @property
+    def busy(self):
+        """Number of calls currently running with the GIL released."""
+        return self.busy
+
+    # -- internals ---------------------------------------------------------
+
+    cdef int _check_idle(self, str what) except -1:
+        if self.busy:
+            raise RuntimeError(f"LogCore.{what} refused: another thread is inside a call that released the GIL")
+        return 0
+
+    cdef Py_ssize_t _pos(self, object pos) except -1:
+        if not PyLong_Check(pos) or PyBool_Check(pos):
+            raise EntryTypeError(f"pos must be an int, not {type(pos).__name__}")
+        n = self.nsegs
+        p = pos + n if pos < 0 else pos
+        if not 0 <= p < n:
+            raise InvalidIndexError(f"segment position {pos} out of range ({n} segments)")
+        return <Py_ssize_t>p
+
+    cdef bint _bounds(self, uint64_t *lo, uint64_t *hi) noexcept:
+        """Lowest and highest stored index (ignoring the floor); False when none."""
+        cdef Segment *last
+        if self.nsegs == 0:
+            return False
+        last = self.segs[self.nsegs - 1]
+        if last.count > 0:
+            hi[0] = last.first + (last.count - 1)
+        elif last.first > self.segs[0].first:
+            hi[0] = last.first - 1
+        else:
+            return False
+        lo[0] = self.segs[0].first
+        return True
+
+    cdef Py_ssize_t _find(self, uint64_t index) noexcept:
+        """Position of the segment holding readable ``index``, or -1."""
+        cdef Py_ssize_t lo, hi, mid, n = self.nsegs
+        cdef Segment *s
+        if n == 0 or index < self.floor:
+            return -1
+        if self.last_hit < n:
+            s = self.segs[self.last_hit]
+            if index >= s.first and index - s.first < s.count:
+                return self.last_hit
+        # rightmost segment whose first index is <= index
+        lo = 0
+        hi = n - 1
+        if self.segs[0].first > index:
+            return -1
+        while lo < hi:
+            mid = (lo + hi + 1) >> 1
+            if self.segs[mid].first <= index:
+                lo = mid
+            else:
+                hi = mid - 1
+        s = self.segs[lo]
+        if index - s.first < s.count:
+            self.last_hit = lo
+            return lo
+        return -1
+
+    cdef Entry _read(self, Segment *s, size_t k):
+        cdef size_t off = <size_t>s.offsets[k]
+        cdef uint32_t seed, length
+        cdef uint8_t kind
+        cdef fl_record rec
+        cdef int rc
+        if self._verify_reads:
+            seed = _read_u32(s.base + s.offsets[k - 1]) if k > 0 else s.seed
+            rc = fl_decode(s.base, s.size, off, seed, s.first + k, 1, &rec)
+            if rc != FL_OK:
+                raise CorruptionError(
+                    f"record {s.first + k} failed verification: {_STATUS_NAMES.get(rc, rc)}", None, off)
+            return _new_entry(rec.index, rec.term, rec.kind, rec.payload, rec.length)
+        # Trusted read: the record was verified when it was scanned or written;
+        # only make sure a damaged mapping can never send us out of bounds.
+        if off > s.size or s.size - off < FL_REC_HEADER_SIZE:
+            raise CorruptionError(f"record {s.first + k} lies outside its segment", None, off)
+        length = _read_u32(s.base + off + 4)
+        kind = s.base[off + 24]
+        if length > s.size - off - FL_REC_HEADER_SIZE or kind > FL_KIND_MAX:
+            raise CorruptionError(f"record {s.first + k} has a damaged header", None, off)
+        return _new_entry(s.first + k, s.terms[k], kind, s.base + off + FL_REC_HEADER_SIZE, length)
+
+    cdef int _validate(self, PyObject **items, Py_ssize_t start, Py_ssize_t n, BatchItem *out,
+                       uint64_t *first, size_t *total) except -1:
+        """Check entries ``items[start:n]``; optionally gather them into ``out``."""
+        cdef Py_ssize_t i
+        cdef uint64_t prev = 0
+        cdef size_t plen, sum_ = 0
+        cdef Entry e
+        for i in range(start, n):
+            obj = <object>items[i]
+            if not isinstance(obj, Entry):
+                raise EntryTypeError(
+                    f"batch item {i} must be a fastlog_ext._core.Entry, not {type(obj).__name__}")
+            e = <Entry>obj
+            if e.payload is None:
+                raise InvalidEntryError(f"batch item {i} is an uninitialised Entry")
+            if i == start:
+                first[0] = e.index
+            elif prev == _U64_MAX or e.index != prev + 1:
+                raise InvalidIndexError(
+                    f"batch indexes must be consecutive: index {e.index} follows {prev}")
+            prev = e.index
+            plen = <size_t>PyBytes_GET_SIZE(e.payload)
+            if plen > self._max_payload:
+                raise EntryTooLargeError(
+                    f"entry {e.index}: payload of {plen} bytes exceeds the maximum of {self._max_payload}")
+            sum_ += fl_frame_size(<uint32_t>plen)
+            if out != NULL:
+                out[i - start].data = <const uint8_t *>PyBytes_AS_STRING(e.payload)
+                out[i - start].length = <uint32_t>plen
+                out[i - start].index = e.index
+                out[i - start].term = e.term
+                out[i - start].kind = e.kind_code
+        total[0] = sum_
+        return 0
+
+    # -- segment table -----------------------------------------------------
+
+    def load_segment(self, buf, first_index, seed, data_start):
+        """Attach ``buf`` as the new last segment and scan its records."""
+        cdef uint64_t fi, ds, nxt
+        cdef uint32_t sd
+        cdef Segment *prev
+        cdef Segment *seg
+        cdef size_t off, got
+        cdef int status = FL_OK
+        cdef bint nonzero
+        cdef void *p
+        self._check_idle("load_segment")
+        _to_u64(first_index, "first_index", &fi)
+        _to_u32(seed, "seed", &sd)
+        _to_u64(data_start, "data_start", &ds)
+        if self.nsegs > 0:
+            prev = self.segs[self.nsegs - 1]
+            if prev.count > 0 and prev.first + (prev.count - 1) == _U64_MAX:
+                raise InvalidIndexError("the last segment already holds the largest possible index")
+            if fi != prev.first + prev.count:
+                raise InvalidIndexError(
+                    f"segment must start at index {prev.first + prev.count}, not {fi}")
+        if self.nsegs == self.segs_cap:
+            p = realloc(self.segs, (self.segs_cap * 2 + 8) * sizeof(Segment *))
+            if p == NULL:
+                raise MemoryError()
+            self.segs = <Segment **>p
+            self.segs_cap = self.segs_cap * 2 + 8
+        seg = <Segment *>calloc(1, sizeof(Segment))
+        if seg == NULL:
+            raise MemoryError()
+        try:
+            try:
+                PyObject_GetBuffer(buf, &seg.view, PyBUF_WRITABLE)
+                seg.writable = True
+            except (TypeError, BufferError):
+                _get_buffer(buf, &seg.view, "buf")
+                seg.writable = False
+            seg.has_view = True
+            seg.base = <uint8_t *>seg.view.buf
+            seg.size = <size_t>seg.view.len
+            if ds > seg.size:
+                raise InvalidEntryError(f"data_start {ds} lies past the end of the buffer ({seg.size} bytes)")
+            seg.first = fi
+            seg.seed = sd
+            seg.data_start = <size_t>ds
+            off = <size_t>ds
+            nxt = fi
+            _reserve(seg, _INITIAL_SLOTS)
+            self.busy += 1
+            try:
+                while True:
+                    with nogil:
+                        got = fl_scan(seg.base, seg.size, &off, &sd, &nxt, seg.offsets + seg.count,
+                                      seg.terms + seg.count, seg.cap - seg.count, &status)
+                    seg.count += got
+                    if status != FL_OK:
+                        break
+                    _reserve(seg, seg.cap * 2)
+                with nogil:
+                    nonzero = not fl_all_zero(seg.base, off, seg.size)
+            finally:
+                self.busy -= 1
+            seg.end = off
+            seg.last_crc = sd
+        except BaseException:
+            _free_segment(seg)
+            raise
+        self.segs[self.nsegs] = seg
+        self.nsegs += 1
+        return ScanResult(seg.count, seg.end, seg.last_crc, status, nonzero)
+
+    def drop_last_segment(self):
+        """Forget the last segment (releasing its buffer so it can be closed)."""
+        self._check_idle("drop_last_segment")
+        if self.nsegs == 0:
+            raise InvalidIndexError("no segment attached")
+        self.nsegs -= 1
+        _free_segment(self.segs[self.nsegs])
+        self.segs[self.nsegs] = NULL
+        self.last_hit = 0
+
+    def drop_first_segment(self):
+        """Forget the first segment."""
+        cdef Py_ssize_t i
+        cdef Segment *seg
+        self._check_idle("drop_first_segment")
+        if self.nsegs == 0:
+            raise InvalidIndexError("no segment attached")
+        seg = self.segs[0]
+        for i in range(1, self.nsegs):
+            self.segs[i - 1] = self.segs[i]
+        self.nsegs -= 1
+        self.segs[self.nsegs] = NULL
+        self.last_hit = 0
+        _free_segment(seg)
+
+    def segment_count(self):
+        return self.nsegs
+
+    def segment_info(self, pos):
+        """(first_index, count, end_offset, last_crc) of the segment at ``pos``."""
+        cdef Segment *s = self.segs[self._pos(pos)]
+        return (s.first, s.count, s.end, s.last_crc)
+
+    # -- writing -----------------------------------------------------------
+
+    def check_batch(self, entries):
+        """Validate a batch without writing; returns its first index."""
+        cdef uint64_t first
+        cdef size_t total
+        seq = PySequence_Fast(entries, "entries must be a sequence of Entry")
+        n = PySequence_Fast_GET_SIZE(seq)
+        if n == 0:
+            raise InvalidEntryError("empty batch")
+        self._validate(PySequence_Fast_ITEMS(seq), 0, n, NULL, &first, &total)
+        return first
+
+    def append(self, entries, start=0):
+        """Write ``entries[start:]`` after the last record of the last segment.
+
+        Returns the position after the last entry written (``start`` when not
+        even one fits).
+        """
+        cdef uint64_t st, first, expected
+        cdef size_t total, m, fit, written, end
+        cdef uint32_t crc
+        cdef Segment *seg
+        cdef void *p
+        self._check_idle("append")
+        try:
+            seq = PySequence_Fast(entries, "entries must be a sequence of Entry")
+        except TypeError as exc:
+            raise EntryTypeError(str(exc)) from None
+        n = PySequence_Fast_GET_SIZE(seq)
+        _to_u64(start, "start", &st)
+        if n == 0:
+            raise InvalidEntryError("empty batch")
+        if st >= <uint64_t>n:
+            raise InvalidIndexError(f"start {st} is out of range for a batch of {n}")
+        if self.nsegs == 0:
+            raise InvalidIndexError("no segment attached")
+        seg = self.segs[self.nsegs - 1]
+        m = <size_t>(n - <Py_ssize_t>st)
+        if m > self.scratch_cap:
+            p = realloc(self.scratch, m * sizeof(BatchItem))
+            if p == NULL:
+                raise MemoryError()
+            self.scratch = <BatchItem *>p
+            self.scratch_cap = m
+        self._validate(PySequence_Fast_ITEMS(seq), <Py_ssize_t>st, n, self.scratch, &first, &total)
+        if seg.count > 0 and seg.first + (seg.count - 1) == _U64_MAX:
+            raise InvalidIndexError("the log already holds the largest possible index")
+        expected = seg.first + seg.count
+        if first != expected:
+            raise InvalidIndexError(f"batch must start at index {expected}, not {first}")
+        if not seg.writable:
+            raise FastlogError("the segment buffer is read-only")
+        fit = (seg.size - seg.end) // FL_REC_HEADER_SIZE
+        if fit > m:
+            fit = m
+        _reserve(seg, seg.count + fit)
+        if total >= _NOGIL_BYTES:
+            # Keep every entry (hence every payload) alive while the GIL is
+            # released, even if another thread empties the caller's list.
+            keep = seq if PyTuple_CheckExact(seq) else tuple(seq)
+            self.busy += 1
+            with nogil:
+                written = _encode_run(seg, self.scratch, fit, &end, &crc)
+            self.busy -= 1
+            del keep
+        else:
+            written = _encode_run(seg, self.scratch, fit, &end, &crc)
+        seg.count += written
+        seg.end = end
+        seg.last_crc = crc
+        return <Py_ssize_t>st + <Py_ssize_t>written
+
+    def truncate(self, index):
+        """Forget entries >= ``index`` of the last segment; returns (cut_offset, old_end)."""
+        cdef uint64_t idx
+        cdef size_t k, cut, old
+        cdef Segment *s
+        self._check_idle("truncate")
+        _to_u64(index, "index", &idx)
+        if self.nsegs == 0:
+            raise InvalidIndexError("no segment attached")
+        s = self.segs[self.nsegs - 1]
+        if idx < s.first:
+            raise InvalidIndexError(
+                f"index {idx} lies before the last segment (first index {s.first}); drop later segments first")
+        old = s.end
+        if idx - s.first >= s.count:
+            return (old, old)
+        k = <size_t>(idx - s.first)
+        cut = <size_t>s.offsets[k]
+        s.count = k
+        s.end = cut
+        s.last_crc = _read_u32(s.base + s.offsets[k - 1]) if k > 0 else s.seed
+        return (cut, old)
+
+    def zero(self, pos, start, end):
+        """Zero ``buf[start:end]`` of the segment at ``pos``."""
+        cdef uint64_t a, b
+        cdef Segment *s
+        self._check_idle("zero")
+        s = self.segs[self._pos(pos)]
+        _to_u64(start, "start", &a)
+        _to_u64(end, "end", &b)
+        if a > b or b > s.size:
+            raise InvalidIndexError(f"range {a}..{b} is not inside the segment buffer ({s.size} bytes)")
+        if not s.writable:
+            raise FastlogError("the segment buffer is read-only")
+        if b - a >= _NOGIL_BYTES:
+            self.busy += 1
+            with nogil:
+                memset(s.base + a, 0, <size_t>(b - a))
+            self.busy -= 1
+        else:
+            memset(s.base + a, 0, <size_t>(b - a))
+
+    def write_at(self, pos, offset, data):
+        """Copy ``data`` into the segment buffer at ``offset``."""
+        cdef uint64_t off
+        cdef Py_buffer view
+        cdef Segment *s
+        self._check_idle("write_at")
+        s = self.segs[self._pos(pos)]
+        _to_u64(offset, "offset", &off)
+        _get_buffer(data, &view, "data")
+        try:
+            if off > s.size or <size_t>view.len > s.size - off:
+                raise InvalidIndexError(
+                    f"{view.len} bytes at offset {off} do not fit the segment buffer ({s.size} bytes)")
+            if not s.writable:
+                raise FastlogError("the segment buffer is read-only")
+            memcpy(s.base + off, view.buf, <size_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+
+    # -- reading -----------------------------------------------------------
+
+    def set_floor(self, index):
+        """Indexes below ``index`` read as missing."""
+        cdef uint64_t idx
+        _to_u64(index, "index", &idx)
+        self.floor = idx
+
+    def first_index(self):
+        """Lowest readable index, or 0 when there is none."""
+        cdef uint64_t lo, hi
+        if not self._bounds(&lo, &hi):
+            return 0
+        if lo < self.floor:
+            lo = self.floor
+        return lo if lo <= hi else 0
+
+    def last_index(self):
+        """Highest stored index, or 0 when empty (ignores the floor)."""
+        cdef uint64_t lo, hi
+        if not self._bounds(&lo, &hi):
+            return 0
+        return hi
+
+    def get(self, index):
+        """The entry at ``index`` or None."""
+        cdef uint64_t idx
+        cdef Py_ssize_t p
+        cdef Segment *s
+        _to_u64(index, "index", &idx)
+        p = self._find(idx)
+        if p < 0:
+            return None
+        s = self.segs[p]
+        return self._read(s, <size_t>(idx - s.first))
+
+    def get_range(self, start, end):
+        """Entries with ``start <= index <= end`` that exist, ascending."""
+        cdef uint64_t a, b, lo, hi, idx
+        cdef Py_ssize_t p, j, n
+        cdef size_t k
+        cdef Segment *s
+        cdef Entry e
+        _to_u64(start, "start", &a)
+        _to_u64(end, "end", &b)
+        if a > b or not self._bounds(&lo, &hi):
+            return []
+        if a < lo:
+            a = lo
+        if a < self.floor:
+            a = self.floor
+        if b > hi:
+            b = hi
+        if a > b:
+            return []
+        p = self._find(a)
+        if p < 0 or b - a >= <uint64_t>0x7FFFFFFFFFFFFFFF:
+            return []
+        n = <Py_ssize_t>(b - a + 1)
+        out = PyList_New(n)
+        j = 0
+        idx = a
+        while j < n:
+            if p >= self.nsegs:
+                raise CorruptionError(f"segment table has no entry {idx}")
+            s = self.segs[p]
+            k = <size_t>(idx - s.first)
+            while k < s.count and j < n:
+                e = self._read(s, k)
+                Py_INCREF(e)
+                PyList_SET_ITEM(out, j, e)
+                j += 1
+                k += 1
+            idx = s.first + k
+            p += 1
+        return out
+
+    def term_at(self, index):
+        """Term of the entry at ``index``, or None."""
+        cdef uint64_t idx
+        cdef Py_ssize_t p
+        cdef Segment *s
+        _to_u64(index, "index", &idx)
+        p = self._find(idx)
+        if p < 0:
+            return None
+        s = self.segs[p]
+        return s.terms[idx - s.first]
+
+    def verify_segment(self, pos):
+        """Re-verify every record of segment ``pos``: (FL_OK, end) or (status, bad offset)."""
+        cdef Segment *s
+        cdef size_t k, off = 0
+        cdef uint32_t seed
+        cdef int rc = FL_OK
+        cdef fl_record rec
+        self._check_idle("verify_segment")
+        s = self.segs[self._pos(pos)]
+        seed = s.seed
+        self.busy += 1
+        with nogil:
+            for k in range(s.count):
+                off = <size_t>s.offsets[k]
+                rc = fl_decode(s.base, s.size, off, seed, s.first + k, 1, &rec)
+                if rc != FL_OK:
+                    break
+                seed = rec.crc
+        self.busy -= 1
+        if rc != FL_OK:
+            return (rc, off)
+        return (FL_OK, s.end)
