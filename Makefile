@@ -33,7 +33,10 @@ test-ext: build
 test-py: build
 	FASTLOG_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider --benchmark-disable -m "not slow"
 
-test: build test-c test-ext test-py
+# CI fuzzes the C decoder for a bounded time (FUZZ_SECONDS) as part of the suite.
+FUZZ_SECONDS ?= 30
+
+test: build test-c asan fuzz test-ext test-py
 
 bench: build
 	$(PY) -m fastlog bench --json bench-results/bench.json --chart bench-results/bench.png
@@ -48,7 +51,7 @@ profile: build
 	$(VENV)/bin/py-spy record --native -o profile/append-read.svg -- $(PY) bench/profile_target.py
 
 fuzz:
-	bash .ci/fuzz.sh
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash .ci/fuzz.sh
 
 asan:
 	cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DFASTLOG_SANITIZE=ON > /dev/null

@@ -35,6 +35,8 @@ def extensions():
         "fastlog_ext._core",
         sources=["fastlog_ext/_core.pyx"] + c_sources(),
         include_dirs=["fastlog_ext", numpy.get_include()],
+        depends=[str(p.relative_to(HERE)) for p in sorted((HERE / "fastlog_ext").glob("*.h"))]
+        + ["fastlog_ext/_core.pxd"],
         extra_compile_args=cflags,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -177,14 +177,9 @@ def _crc(data: Any, seed: int) -> int:
 
 def crc32c(data: Any, seed: int = 0) -> int:
     """CRC-32C of ``data``, continuing ``seed`` (``crc32c(b, crc32c(a)) == crc32c(a + b)``)."""
-    try:
-        view = memoryview(data)
-    except TypeError:
-        raise EntryTypeError(f"data must be bytes-like, not {type(data).__name__}") from None
+    seed = _check_u32("seed", seed)
+    view = _byte_view(data, "data", copy_scattered=True)
     with view:
-        if view.ndim != 1 or view.itemsize != 1:
-            view = view.cast("B")
-        seed = _check_u32("seed", seed)
         return _crc(view, seed)
 
 
@@ -199,6 +194,7 @@ def crc32c_hw_available() -> bool:
 
 
 def _as_int(name: str, value: Any) -> int:
+    """``value`` as an int (anything with ``__index__`` but bool), else EntryTypeError."""
     if type(value) is int:
         return value
     if isinstance(value, bool):
@@ -221,6 +217,34 @@ def _check_u32(name: str, value: Any) -> int:
     if value < 0 or value > _U32:
         raise InvalidEntryError(f"{name} must be in 0..2**32-1, got {value}")
     return value
+
+
+def _byte_view(obj: Any, what: str, copy_scattered: bool = False) -> memoryview:
+    """A flat unsigned-byte view of a contiguous bytes-like object (or of a copy
+    of a non-contiguous one, when ``copy_scattered``)."""
+    try:
+        view = memoryview(obj)
+    except TypeError:
+        raise EntryTypeError(f"{what} must be a contiguous bytes-like object, not {type(obj).__name__}") from None
+    if not view.c_contiguous:
+        view.release()
+        if not copy_scattered:
+            raise EntryTypeError(f"{what} must be a contiguous bytes-like object")
+        view = memoryview(memoryview(obj).tobytes())
+    if view.ndim != 1 or view.format != "B":
+        flat = view.cast("B")
+        view.release()
+        view = flat
+    return view
+
+
+def _as_batch(entries: Any) -> Sequence[Any]:
+    """The batch as a list or tuple; anything that is not a sequence is an EntryTypeError."""
+    if type(entries) is list or type(entries) is tuple:
+        return entries
+    if isinstance(entries, dict) or not hasattr(type(entries), "__getitem__"):
+        raise EntryTypeError(f"entries must be a sequence, not {type(entries).__name__}")
+    return list(entries)
 
 
 # ---------------------------------------------------------------------------
@@ -358,26 +382,19 @@ class LogCore:
     # -- segment table ---------------------------------------------------
 
     def load_segment(self, buf: Any, first_index: int, seed: int, data_start: int) -> ScanResult:
-        try:
-            mv = memoryview(buf)
-        except TypeError:
-            raise EntryTypeError(f"segment buffer must support the buffer protocol, not {type(buf).__name__}") from None
-        if mv.ndim != 1 or mv.itemsize != 1:
-            try:
-                mv = mv.cast("B")
-            except TypeError:
-                mv.release()
-                raise EntryTypeError("segment buffer must be a contiguous byte buffer") from None
+        mv = _byte_view(buf, "segment buffer")
         try:
             first_index = _check_u64("first_index", first_index)
             seed = _check_u32("seed", seed)
-            data_start = _as_int("data_start", data_start)
             if first_index == 0:
                 raise InvalidIndexError("first_index must be >= 1")
+            data_start = _as_int("data_start", data_start)
             if data_start < 0 or data_start > len(mv):
-                raise InvalidIndexError(f"data_start {data_start} outside the buffer (size {len(mv)})")
+                raise InvalidIndexError(f"data_start {data_start} lies outside the buffer ({len(mv)} bytes)")
             if self._segs:
                 last = self._segs[-1]
+                if last.count and last.first_index + last.count - 1 == MAX_INDEX:
+                    raise InvalidIndexError("the last segment already holds the largest possible index")
                 expected = last.first_index + last.count
                 if first_index != expected:
                     raise InvalidIndexError(
@@ -445,47 +462,51 @@ class LogCore:
 
     # -- writing ---------------------------------------------------------
 
-    def check_batch(self, entries: Sequence[Any]) -> int:
-        try:
-            n = len(entries)
-        except TypeError:
-            raise EntryTypeError(f"entries must be a sequence, not {type(entries).__name__}") from None
+    def _validate(self, entries: Sequence[Any]) -> int:
+        """Check a whole batch (as check_batch); returns its first index."""
+        n = len(entries)
         if n == 0:
             raise InvalidEntryError("empty batch")
         max_payload = self._max_payload
-        first = None
-        expected = 0
+        first = expected = 0
         for i in range(n):
             entry = entries[i]
             if not isinstance(entry, PyEntry):
                 raise EntryTypeError(f"entries[{i}] is a {type(entry).__name__}, not an Entry of this implementation")
-            if first is None:
+            if i == 0:
                 first = expected = entry.index
             elif entry.index != expected:
-                raise InvalidIndexError(f"batch indexes are not consecutive: entries[{i}].index is {entry.index}, expected {expected}")
+                raise InvalidIndexError(
+                    f"batch indexes are not consecutive: entries[{i}].index is {entry.index}, expected {expected}"
+                )
             if len(entry.payload) > max_payload:
-                raise EntryTooLargeError(f"entry {entry.index}: payload of {len(entry.payload)} bytes exceeds the maximum of {max_payload}")
+                raise EntryTooLargeError(
+                    f"entry {entry.index}: payload of {len(entry.payload)} bytes exceeds the maximum of {max_payload}"
+                )
             expected += 1
-        return first  # type: ignore[return-value]
+        return first
 
-    def _writable_last(self) -> _Segment:
+    def check_batch(self, entries: Sequence[Any]) -> int:
+        return self._validate(_as_batch(entries))
+
+    def append(self, entries: Sequence[Any], start: int = 0) -> int:
+        entries = _as_batch(entries)
+        first = self._validate(entries)
+        n = len(entries)
+        start = _as_int("start", start)
+        if start < 0 or start >= n:
+            raise InvalidIndexError(f"start {start} outside the batch of {n} entries")
         if not self._segs:
             raise FastlogError("no segment attached")
         seg = self._segs[-1]
         if seg.mv.readonly:
             raise FastlogError("the last segment's buffer is read-only")
-        return seg
-
-    def append(self, entries: Sequence[Any], start: int = 0) -> int:
-        self.check_batch(entries)
-        n = len(entries)
-        start = _as_int("start", start)
-        if start < 0 or start >= n:
-            raise InvalidIndexError(f"start {start} outside the batch of {n} entries")
-        seg = self._writable_last()
+        if seg.count and seg.first_index + seg.count - 1 == MAX_INDEX:
+            raise InvalidIndexError("the last segment already holds the largest possible index")
         expected = seg.first_index + seg.count
-        if entries[start].index != expected:
-            raise InvalidIndexError(f"entry {entries[start].index} does not follow the last index {expected - 1}")
+        first += start
+        if first != expected:
+            raise InvalidIndexError(f"entry {first} does not follow the last index {expected - 1}")
 
         mv, size = seg.mv, seg.size
         off, crc = seg.end, seg.last_crc
@@ -557,13 +578,8 @@ class LogCore:
     def write_at(self, pos: int, offset: int, data: bytes) -> None:
         seg = self._segment_at(pos)
         offset = _as_int("offset", offset)
-        try:
-            src = memoryview(data)
-        except TypeError:
-            raise EntryTypeError(f"data must be bytes-like, not {type(data).__name__}") from None
+        src = _byte_view(data, "data")
         with src:
-            if src.ndim != 1 or src.itemsize != 1:
-                src = src.cast("B")
             self._check_span(seg, offset, offset + len(src))
             seg.mv[offset : offset + len(src)] = src
 
@@ -607,7 +623,11 @@ class LogCore:
             if status != FL_OK:
                 raise CorruptionError(f"entry {index} failed verification on read: {_STATUS_NAMES[status]}", offset=off)
         else:
+            # Trusted read: verified when scanned or written; only make sure a
+            # damaged mapping cannot produce a short or nonsensical entry.
             _crc_v, length, _index, term, kind = _HEADER.unpack_from(mv, off)
+            if length > seg.size - off - REC_HEADER_SIZE or kind > _KIND_MAX:
+                raise CorruptionError(f"record {index} has a damaged header", offset=off)
         return _make_entry(index, term, bytes(mv[off + REC_HEADER_SIZE : off + REC_HEADER_SIZE + length]), kind)
 
     def get(self, index: int) -> Optional[PyEntry]:
@@ -651,10 +671,10 @@ class LogCore:
     def verify_segment(self, pos: int) -> Tuple[int, int]:
         seg = self._segment_at(pos)
         mv, size = seg.mv, seg.size
-        off, crc, index = seg.data_start, seg.seed, seg.first_index
-        for _ in range(seg.count):
-            status, end, _length, _term, _kind, stored = _decode(mv, size, off, crc, index, True)
+        crc, index = seg.seed, seg.first_index
+        for off in seg.offsets[: seg.count].tolist():
+            status, _end, _length, _term, _kind, stored = _decode(mv, size, off, crc, index, True)
             if status != FL_OK:
                 return (status, off)
-            off, crc, index = end, stored, index + 1
-        return (FL_OK, off)
+            crc, index = stored, index + 1
+        return (FL_OK, seg.end)

@@ -30,11 +30,13 @@ still work; reopen the directory to recover from what is on disk.
 
 Threads
 -------
-Plain appends run on the event loop's thread: they only copy into the mapping.
-Everything that may fsync or delete files -- flushes, truncate, purge, reset,
-and appends that replace a suffix or start an empty log -- runs on one worker
-thread, in submission order.  While such a structural operation is queued or
-running, new appends wait for it, so the log never sees two writers at once.
+Appends at ``last_index() + 1`` run on the event loop's thread, before the
+coroutine first yields: they only copy into the mapping.  Everything that may
+fsync or delete files -- flushes, truncate, purge, reset, and appends that
+replace a suffix (or start an empty log at some other index) -- runs on one
+worker thread, in submission order.  While such a structural operation is
+queued or running, new appends wait for it, so the log never has two writers
+at once and the event loop never waits for the disk.
 """
 from __future__ import annotations
 
@@ -42,7 +44,6 @@ import asyncio
 import heapq
 import itertools
 import os
-from concurrent.futures import Future as ConcurrentFuture
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -197,6 +198,8 @@ class GroupCommit:
         """
         self.check()
         target = self._written
+        if target <= self._durable:
+            return
         try:
             self._get_executor().submit(self._flush_fn).result()
         except BaseException as exc:
@@ -339,8 +342,10 @@ class FileLogStore:
             self._check_writable()
         log = self._log
         first = getattr(entries[0], "index", None)
-        if type(first) is int and log.first_index() and first == log.last_index() + 1:
-            # The common case: a pure append, a copy into the mapping.
+        if type(first) is int and first == log.last_index() + 1:
+            # The common case: a pure append, a copy into the mapping, done
+            # before this coroutine first yields (so a caller that picks
+            # last_index() + 1 and persists cannot race another such caller).
             try:
                 log.append(entries)
             except BaseException as exc:
@@ -418,11 +423,15 @@ class FileLogStore:
 
     def flush(self) -> None:
         """Make every earlier write durable, blocking the calling thread."""
+        if self._read_only and not self._closed:
+            return  # nothing was written
         self._check_writable()
         self._commit.flush_sync()
 
     async def flush_async(self) -> None:
         """Make every earlier write durable; concurrent callers share one fsync."""
+        if self._read_only and not self._closed:
+            return
         self._check_writable()
         await self._commit.wait_durable()
 

@@ -69,8 +69,9 @@ class FileMetaStore:
     storage engine does it with the log's directory lock.
     """
 
-    def __init__(self, directory: Union[str, "os.PathLike[str]"]):
+    def __init__(self, directory: Union[str, "os.PathLike[str]"], *, read_only: bool = False):
         self._dir = os.fspath(directory)
+        self._read_only = read_only
         self._closed = False
         self._failure: Optional[BaseException] = None
 
@@ -94,6 +95,8 @@ class FileMetaStore:
     def save_hard_state(self, state: HardState) -> None:
         """Atomically and durably replace the stored hard state."""
         self._check_usable()
+        if self._read_only:
+            raise PermissionError(f"meta store {self._dir} is open read-only")
         body = encode_hard_state(state)  # validates before touching the disk
         try:
             smallfile.write_small_file(self._dir, HARD_STATE_FILE, smallfile.RECORD_HARD_STATE, body)

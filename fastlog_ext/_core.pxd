@@ -87,7 +87,7 @@ cdef class LogCore:
     cdef Py_ssize_t nsegs
     cdef Py_ssize_t segs_cap
     cdef Py_ssize_t last_hit
-    cdef uint64_t floor
+    cdef uint64_t _floor
     cdef uint32_t _max_payload
     cdef bint _verify_reads
     cdef int busy
@@ -99,5 +99,7 @@ cdef class LogCore:
     cdef bint _bounds(self, uint64_t *lo, uint64_t *hi) noexcept
     cdef Py_ssize_t _find(self, uint64_t index) noexcept
     cdef Entry _read(self, Segment *s, size_t k)
-    cdef int _validate(self, PyObject **items, Py_ssize_t start, Py_ssize_t n, BatchItem *out,
-                       uint64_t *first, size_t *total) except -1
+    cdef int _validate(self, PyObject **items, Py_ssize_t n, uint64_t *first) except -1
+    cdef int _gather(self, PyObject **items, Py_ssize_t start, Py_ssize_t n, BatchItem *out,
+                     size_t *total) except -1
+    cdef int _check_span(self, Segment *s, object start, object end) except -1

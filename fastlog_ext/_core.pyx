@@ -14,16 +14,22 @@ cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.exc cimport PyErr_Clear, PyErr_Occurred
-from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.list cimport PyList_CheckExact, PyList_New, PyList_SET_ITEM
+from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF
-from cpython.sequence cimport PySequence_Fast, PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
+from cpython.sequence cimport PySequence_Check, PySequence_Fast, PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_CheckExact
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy, memset
 
 from collections import namedtuple
+
+# Bound before importing fastlog: importing this module first runs the fastlog
+# package, which imports this (still partial) module back and reads
+# IMPLEMENTATION, Entry and LogCore (the types exist before any module code).
+IMPLEMENTATION = "c"
 
 from fastlog._types import EntryKind, LogId, PyEntry
 from fastlog.errors import (
@@ -41,10 +47,9 @@ cdef extern from "Python.h":
     # into fastlog's own InvalidIndexError.
     unsigned long long _as_ull "PyLong_AsUnsignedLongLong"(object o)
     bint PyLong_Check(object o)
+    bint PyLong_CheckExact(object o)
     bint PyBool_Check(object o)
 
-
-IMPLEMENTATION = "c"
 
 ScanResult = namedtuple("ScanResult", ["count", "end", "last_crc", "status", "nonzero_after"])
 ScanResult.__doc__ = "What LogCore.load_segment found in a segment."
@@ -72,26 +77,54 @@ _STATUS_NAMES = {
 # ---------------------------------------------------------------------------
 # argument checks (same rules and messages as fastlog._types)
 
+cdef object _as_int(object value, str name):
+    """``value`` as an int (anything with ``__index__`` but bool), else EntryTypeError."""
+    if PyLong_CheckExact(value):
+        return value
+    if PyBool_Check(value):
+        raise EntryTypeError(f"{name} must be an int, not bool")
+    try:
+        return PyNumber_Index(value)
+    except TypeError:
+        raise EntryTypeError(f"{name} must be an int, not {type(value).__name__}") from None
+
+
 cdef inline int _to_u64(object value, str name, uint64_t *out) except -1:
+    """Index-like argument in 0..2**64-1 (InvalidIndexError outside)."""
     cdef unsigned long long r
+    if not PyLong_CheckExact(value):
+        value = _as_int(value, name)
+    r = _as_ull(value)
+    if r == <unsigned long long>-1 and PyErr_Occurred() != NULL:
+        PyErr_Clear()
+        raise InvalidIndexError(f"{name} must be in 0..2**64-1, got {value}")
+    out[0] = r
+    return 0
+
+
+cdef inline int _entry_u64(object value, str name, uint64_t *out) except -1:
+    """An Entry field: a real int (no __index__ conversion), as PyEntry checks it."""
     if PyLong_Check(value) and not PyBool_Check(value):
-        r = _as_ull(value)
-        if r == <unsigned long long>-1 and PyErr_Occurred() != NULL:
-            PyErr_Clear()
-            raise InvalidIndexError(f"{name} must be in 0..2**64-1, got {value}")
-        out[0] = r
-        return 0
+        return _to_u64(int(value) if not PyLong_CheckExact(value) else value, name, out)
     raise EntryTypeError(f"{name} must be an int, not {type(value).__name__}")
 
 
 cdef inline int _to_u32(object value, str name, uint32_t *out) except -1:
     cdef uint64_t r
-    if not PyLong_Check(value) or PyBool_Check(value):
-        raise EntryTypeError(f"{name} must be an int, not {type(value).__name__}")
+    value = _as_int(value, name)
     if value < 0 or value > 0xFFFFFFFF:
         raise InvalidEntryError(f"{name} must be in 0..2**32-1, got {value}")
     _to_u64(value, name, &r)
     out[0] = <uint32_t>r
+    return 0
+
+
+cdef int _to_span(object value, str name, size_t limit, size_t *out) except -1:
+    """A byte offset inside a buffer of ``limit`` bytes (0..limit)."""
+    value = _as_int(value, name)
+    if value < 0 or value > limit:
+        raise InvalidIndexError(f"{name} {value} lies outside the buffer ({limit} bytes)")
+    out[0] = <size_t>value
     return 0
 
 
@@ -120,6 +153,15 @@ cdef inline uint32_t _read_u32(const uint8_t *p) noexcept nogil:
     return v
 
 
+cdef object _as_batch(object entries):
+    """The batch as a list or tuple (PySequence_Fast), or EntryTypeError."""
+    if PyList_CheckExact(entries) or PyTuple_CheckExact(entries):
+        return entries
+    if not PySequence_Check(entries):
+        raise EntryTypeError(f"entries must be a sequence, not {type(entries).__name__}")
+    return PySequence_Fast(entries, "entries must be a sequence")
+
+
 cdef int _get_buffer(object obj, Py_buffer *view, str what) except -1:
     """Export a read-only view of any C-contiguous bytes-like object."""
     try:
@@ -144,8 +186,8 @@ cdef class Entry:
         cdef uint64_t i, t
         if self.payload is not None:
             raise AttributeError("Entry is immutable")
-        _to_u64(index, "index", &i)
-        _to_u64(term, "term", &t)
+        _entry_u64(index, "index", &i)
+        _entry_u64(term, "term", &t)
         cdef bytes p = _check_payload(payload)
         k = _check_kind(kind)
         # All checks passed: set every field at once, so an entry is never half-built.
@@ -215,11 +257,11 @@ def crc32c(data, seed=0):
     """
     cdef uint32_t s, r
     cdef Py_buffer view
-    _to_u32(seed, "seed", &s)
     if isinstance(data, memoryview) and not (<memoryview>data).c_contiguous:
         data = (<memoryview>data).tobytes()
     _get_buffer(data, &view, "data")
     try:
+        _to_u32(seed, "seed", &s)
         if <size_t>view.len >= _NOGIL_BYTES:
             with nogil:
                 r = fl_crc32c(s, view.buf, <size_t>view.len)
@@ -239,9 +281,9 @@ def _crc32c_portable(data, seed=0):
     """CRC-32C through the table path (lets tests compare both paths)."""
     cdef uint32_t s, r
     cdef Py_buffer view
-    _to_u32(seed, "seed", &s)
     _get_buffer(data, &view, "data")
     try:
+        _to_u32(seed, "seed", &s)
         r = fl_crc32c_portable(s, view.buf, <size_t>view.len)
     finally:
         PyBuffer_Release(&view)
@@ -321,10 +363,9 @@ cdef class LogCore:
     """Byte-level core of a segmented log (see fastlog._core_api.LogCore)."""
 
     def __init__(self, max_payload, verify_reads=False):
-        cdef uint64_t mp
-        _to_u64(max_payload, "max_payload", &mp)
-        if mp > FL_MAX_PAYLOAD:
-            raise InvalidEntryError(f"max_payload must be at most {FL_MAX_PAYLOAD}, got {mp}")
+        mp = _as_int(max_payload, "max_payload")
+        if mp < 0 or mp > FL_MAX_PAYLOAD:
+            raise InvalidEntryError(f"max_payload must be in 0..{FL_MAX_PAYLOAD}, got {mp}")
         self._max_payload = <uint32_t>mp
         self._verify_reads = bool(verify_reads)
 
@@ -362,8 +403,7 @@ cdef class LogCore:
         return 0
 
     cdef Py_ssize_t _pos(self, object pos) except -1:
-        if not PyLong_Check(pos) or PyBool_Check(pos):
-            raise EntryTypeError(f"pos must be an int, not {type(pos).__name__}")
+        pos = _as_int(pos, "pos")
         n = self.nsegs
         p = pos + n if pos < 0 else pos
         if not 0 <= p < n:
@@ -389,7 +429,7 @@ cdef class LogCore:
         """Position of the segment holding readable ``index``, or -1."""
         cdef Py_ssize_t lo, hi, mid, n = self.nsegs
         cdef Segment *s
-        if n == 0 or index < self.floor:
+        if n == 0 or index < self._floor:
             return -1
         if self.last_hit < n:
             s = self.segs[self.last_hit]
@@ -435,38 +475,53 @@ cdef class LogCore:
             raise CorruptionError(f"record {s.first + k} has a damaged header", None, off)
         return _new_entry(s.first + k, s.terms[k], kind, s.base + off + FL_REC_HEADER_SIZE, length)
 
-    cdef int _validate(self, PyObject **items, Py_ssize_t start, Py_ssize_t n, BatchItem *out,
-                       uint64_t *first, size_t *total) except -1:
-        """Check entries ``items[start:n]``; optionally gather them into ``out``."""
+    cdef int _validate(self, PyObject **items, Py_ssize_t n, uint64_t *first) except -1:
+        """Check a whole batch (as check_batch) and return its first index in ``first``."""
         cdef Py_ssize_t i
-        cdef uint64_t prev = 0
-        cdef size_t plen, sum_ = 0
+        cdef uint64_t expected = 0
+        cdef Py_ssize_t plen
         cdef Entry e
-        for i in range(start, n):
+        if n == 0:
+            raise InvalidEntryError("empty batch")
+        for i in range(n):
             obj = <object>items[i]
             if not isinstance(obj, Entry):
                 raise EntryTypeError(
-                    f"batch item {i} must be a fastlog_ext._core.Entry, not {type(obj).__name__}")
+                    f"entries[{i}] is a {type(obj).__name__}, not an Entry of this implementation")
             e = <Entry>obj
             if e.payload is None:
-                raise InvalidEntryError(f"batch item {i} is an uninitialised Entry")
-            if i == start:
+                raise InvalidEntryError(f"entries[{i}] is an uninitialised Entry")
+            if i == 0:
                 first[0] = e.index
-            elif prev == _U64_MAX or e.index != prev + 1:
+            elif e.index != expected or expected == 0:
+                # expected == 0 only after wrapping past 2**64-1
                 raise InvalidIndexError(
-                    f"batch indexes must be consecutive: index {e.index} follows {prev}")
-            prev = e.index
-            plen = <size_t>PyBytes_GET_SIZE(e.payload)
-            if plen > self._max_payload:
+                    f"batch indexes are not consecutive: entries[{i}].index is {e.index}, expected "
+                    f"{expected if expected else 1 << 64}")
+            expected = e.index + 1
+            plen = PyBytes_GET_SIZE(e.payload)
+            if <size_t>plen > self._max_payload:
                 raise EntryTooLargeError(
                     f"entry {e.index}: payload of {plen} bytes exceeds the maximum of {self._max_payload}")
-            sum_ += fl_frame_size(<uint32_t>plen)
-            if out != NULL:
-                out[i - start].data = <const uint8_t *>PyBytes_AS_STRING(e.payload)
-                out[i - start].length = <uint32_t>plen
-                out[i - start].index = e.index
-                out[i - start].term = e.term
-                out[i - start].kind = e.kind_code
+        return 0
+
+    cdef int _gather(self, PyObject **items, Py_ssize_t start, Py_ssize_t n, BatchItem *out,
+                     size_t *total) except -1:
+        """Copy the fields of validated entries ``items[start:n]`` into ``out``."""
+        cdef Py_ssize_t i
+        cdef size_t sum_ = 0
+        cdef uint32_t plen
+        cdef Entry e
+        for i in range(start, n):
+            e = <Entry>items[i]
+            plen = <uint32_t>PyBytes_GET_SIZE(e.payload)
+            out.data = <const uint8_t *>PyBytes_AS_STRING(e.payload)
+            out.length = plen
+            out.index = e.index
+            out.term = e.term
+            out.kind = e.kind_code
+            out += 1
+            sum_ += fl_frame_size(plen)
         total[0] = sum_
         return 0
 
@@ -474,7 +529,7 @@ cdef class LogCore:
 
     def load_segment(self, buf, first_index, seed, data_start):
         """Attach ``buf`` as the new last segment and scan its records."""
-        cdef uint64_t fi, ds, nxt
+        cdef uint64_t fi, nxt
         cdef uint32_t sd
         cdef Segment *prev
         cdef Segment *seg
@@ -483,22 +538,6 @@ cdef class LogCore:
         cdef bint nonzero
         cdef void *p
         self._check_idle("load_segment")
-        _to_u64(first_index, "first_index", &fi)
-        _to_u32(seed, "seed", &sd)
-        _to_u64(data_start, "data_start", &ds)
-        if self.nsegs > 0:
-            prev = self.segs[self.nsegs - 1]
-            if prev.count > 0 and prev.first + (prev.count - 1) == _U64_MAX:
-                raise InvalidIndexError("the last segment already holds the largest possible index")
-            if fi != prev.first + prev.count:
-                raise InvalidIndexError(
-                    f"segment must start at index {prev.first + prev.count}, not {fi}")
-        if self.nsegs == self.segs_cap:
-            p = realloc(self.segs, (self.segs_cap * 2 + 8) * sizeof(Segment *))
-            if p == NULL:
-                raise MemoryError()
-            self.segs = <Segment **>p
-            self.segs_cap = self.segs_cap * 2 + 8
         seg = <Segment *>calloc(1, sizeof(Segment))
         if seg == NULL:
             raise MemoryError()
@@ -507,17 +546,33 @@ cdef class LogCore:
                 PyObject_GetBuffer(buf, &seg.view, PyBUF_WRITABLE)
                 seg.writable = True
             except (TypeError, BufferError):
-                _get_buffer(buf, &seg.view, "buf")
+                _get_buffer(buf, &seg.view, "segment buffer")
                 seg.writable = False
             seg.has_view = True
             seg.base = <uint8_t *>seg.view.buf
             seg.size = <size_t>seg.view.len
-            if ds > seg.size:
-                raise InvalidEntryError(f"data_start {ds} lies past the end of the buffer ({seg.size} bytes)")
+            _to_u64(first_index, "first_index", &fi)
+            _to_u32(seed, "seed", &sd)
+            if fi == 0:
+                raise InvalidIndexError("first_index must be >= 1")
+            _to_span(data_start, "data_start", seg.size, &seg.data_start)
+            if self.nsegs > 0:
+                prev = self.segs[self.nsegs - 1]
+                if prev.count > 0 and prev.first + (prev.count - 1) == _U64_MAX:
+                    raise InvalidIndexError("the last segment already holds the largest possible index")
+                if fi != prev.first + prev.count:
+                    raise InvalidIndexError(
+                        f"segment first index {fi} does not follow the last attached index "
+                        f"{prev.first + prev.count - 1}")
+            if self.nsegs == self.segs_cap:
+                p = realloc(self.segs, (self.segs_cap * 2 + 8) * sizeof(Segment *))
+                if p == NULL:
+                    raise MemoryError()
+                self.segs = <Segment **>p
+                self.segs_cap = self.segs_cap * 2 + 8
             seg.first = fi
             seg.seed = sd
-            seg.data_start = <size_t>ds
-            off = <size_t>ds
+            off = seg.data_start
             nxt = fi
             _reserve(seg, _INITIAL_SLOTS)
             self.busy += 1
@@ -582,53 +637,49 @@ cdef class LogCore:
         """Validate a batch without writing; returns its first index."""
         cdef uint64_t first
         cdef size_t total
-        seq = PySequence_Fast(entries, "entries must be a sequence of Entry")
-        n = PySequence_Fast_GET_SIZE(seq)
-        if n == 0:
-            raise InvalidEntryError("empty batch")
-        self._validate(PySequence_Fast_ITEMS(seq), 0, n, NULL, &first, &total)
+        seq = _as_batch(entries)
+        self._validate(PySequence_Fast_ITEMS(seq), PySequence_Fast_GET_SIZE(seq), &first)
         return first
 
     def append(self, entries, start=0):
         """Write ``entries[start:]`` after the last record of the last segment.
 
-        Returns the position after the last entry written (``start`` when not
-        even one fits).
+        Validates the whole batch first.  Returns the position after the last
+        entry written (``start`` when not even one fits).
         """
-        cdef uint64_t st, first, expected
+        cdef uint64_t first, expected
+        cdef Py_ssize_t n, st
         cdef size_t total, m, fit, written, end
         cdef uint32_t crc
         cdef Segment *seg
         cdef void *p
         self._check_idle("append")
-        try:
-            seq = PySequence_Fast(entries, "entries must be a sequence of Entry")
-        except TypeError as exc:
-            raise EntryTypeError(str(exc)) from None
+        seq = _as_batch(entries)
         n = PySequence_Fast_GET_SIZE(seq)
-        _to_u64(start, "start", &st)
-        if n == 0:
-            raise InvalidEntryError("empty batch")
-        if st >= <uint64_t>n:
-            raise InvalidIndexError(f"start {st} is out of range for a batch of {n}")
+        self._validate(PySequence_Fast_ITEMS(seq), n, &first)
+        start = _as_int(start, "start")
+        if start < 0 or start >= n:
+            raise InvalidIndexError(f"start {start} outside the batch of {n} entries")
+        st = <Py_ssize_t>start
         if self.nsegs == 0:
-            raise InvalidIndexError("no segment attached")
+            raise FastlogError("no segment attached")
         seg = self.segs[self.nsegs - 1]
-        m = <size_t>(n - <Py_ssize_t>st)
+        if not seg.writable:
+            raise FastlogError("the last segment's buffer is read-only")
+        if seg.count > 0 and seg.first + (seg.count - 1) == _U64_MAX:
+            raise InvalidIndexError("the last segment already holds the largest possible index")
+        expected = seg.first + seg.count
+        first += <uint64_t>st
+        if first != expected:
+            raise InvalidIndexError(f"entry {first} does not follow the last index {expected - 1}")
+        m = <size_t>(n - st)
         if m > self.scratch_cap:
             p = realloc(self.scratch, m * sizeof(BatchItem))
             if p == NULL:
                 raise MemoryError()
             self.scratch = <BatchItem *>p
             self.scratch_cap = m
-        self._validate(PySequence_Fast_ITEMS(seq), <Py_ssize_t>st, n, self.scratch, &first, &total)
-        if seg.count > 0 and seg.first + (seg.count - 1) == _U64_MAX:
-            raise InvalidIndexError("the log already holds the largest possible index")
-        expected = seg.first + seg.count
-        if first != expected:
-            raise InvalidIndexError(f"batch must start at index {expected}, not {first}")
-        if not seg.writable:
-            raise FastlogError("the segment buffer is read-only")
+        self._gather(PySequence_Fast_ITEMS(seq), st, n, self.scratch, &total)
         fit = (seg.size - seg.end) // FL_REC_HEADER_SIZE
         if fit > m:
             fit = m
@@ -647,7 +698,7 @@ cdef class LogCore:
         seg.count += written
         seg.end = end
         seg.last_crc = crc
-        return <Py_ssize_t>st + <Py_ssize_t>written
+        return st + <Py_ssize_t>written
 
     def truncate(self, index):
         """Forget entries >= ``index`` of the last segment; returns (cut_offset, old_end)."""
@@ -672,42 +723,48 @@ cdef class LogCore:
         s.last_crc = _read_u32(s.base + s.offsets[k - 1]) if k > 0 else s.seed
         return (cut, old)
 
+    cdef int _check_span(self, Segment *s, object start, object end) except -1:
+        """A byte range a caller may overwrite: inside the buffer, clear of live records."""
+        if start < 0 or end < start or end > s.size:
+            raise InvalidIndexError(f"byte range [{start}, {end}) outside the segment buffer (size {s.size})")
+        if s.count and start < s.end and end > s.data_start:
+            raise InvalidIndexError(
+                f"byte range [{start}, {end}) overlaps the live records [{s.data_start}, {s.end}); truncate first")
+        if not s.writable:
+            raise FastlogError("segment buffer is read-only")
+        return 0
+
     def zero(self, pos, start, end):
-        """Zero ``buf[start:end]`` of the segment at ``pos``."""
-        cdef uint64_t a, b
+        """Zero ``buf[start:end]`` of the segment at ``pos`` (never live records)."""
+        cdef size_t a, b
         cdef Segment *s
         self._check_idle("zero")
         s = self.segs[self._pos(pos)]
-        _to_u64(start, "start", &a)
-        _to_u64(end, "end", &b)
-        if a > b or b > s.size:
-            raise InvalidIndexError(f"range {a}..{b} is not inside the segment buffer ({s.size} bytes)")
-        if not s.writable:
-            raise FastlogError("the segment buffer is read-only")
+        start = _as_int(start, "start")
+        end = _as_int(end, "end")
+        self._check_span(s, start, end)
+        a = <size_t>start
+        b = <size_t>end
         if b - a >= _NOGIL_BYTES:
             self.busy += 1
             with nogil:
-                memset(s.base + a, 0, <size_t>(b - a))
+                memset(s.base + a, 0, b - a)
             self.busy -= 1
-        else:
-            memset(s.base + a, 0, <size_t>(b - a))
+        elif b > a:
+            memset(s.base + a, 0, b - a)
 
     def write_at(self, pos, offset, data):
-        """Copy ``data`` into the segment buffer at ``offset``."""
-        cdef uint64_t off
+        """Copy ``data`` into the segment buffer at ``offset`` (never over live records)."""
         cdef Py_buffer view
         cdef Segment *s
         self._check_idle("write_at")
         s = self.segs[self._pos(pos)]
-        _to_u64(offset, "offset", &off)
+        offset = _as_int(offset, "offset")
         _get_buffer(data, &view, "data")
         try:
-            if off > s.size or <size_t>view.len > s.size - off:
-                raise InvalidIndexError(
-                    f"{view.len} bytes at offset {off} do not fit the segment buffer ({s.size} bytes)")
-            if not s.writable:
-                raise FastlogError("the segment buffer is read-only")
-            memcpy(s.base + off, view.buf, <size_t>view.len)
+            self._check_span(s, offset, offset + view.len)
+            if view.len:
+                memcpy(s.base + <size_t>offset, view.buf, <size_t>view.len)
         finally:
             PyBuffer_Release(&view)
 
@@ -717,15 +774,19 @@ cdef class LogCore:
         """Indexes below ``index`` read as missing."""
         cdef uint64_t idx
         _to_u64(index, "index", &idx)
-        self.floor = idx
+        self._floor = idx
+
+    def floor(self):
+        """The current floor (see set_floor)."""
+        return self._floor
 
     def first_index(self):
         """Lowest readable index, or 0 when there is none."""
         cdef uint64_t lo, hi
         if not self._bounds(&lo, &hi):
             return 0
-        if lo < self.floor:
-            lo = self.floor
+        if lo < self._floor:
+            lo = self._floor
         return lo if lo <= hi else 0
 
     def last_index(self):
@@ -760,8 +821,8 @@ cdef class LogCore:
             return []
         if a < lo:
             a = lo
-        if a < self.floor:
-            a = self.floor
+        if a < self._floor:
+            a = self._floor
         if b > hi:
             b = hi
         if a > b:

@@ -27,7 +27,7 @@ BASELINE = "raw"
 #: The engine every ratio is taken against.
 REFERENCE = "fastlog"
 #: Engines that are fastlog itself or a reference, never a "peer" in the targets.
-OWN_ENGINES = ("fastlog", "fastlog-py", "memory")
+OWN_ENGINES = ("fastlog", "fastlog-python", "memory")
 
 
 @dataclass
@@ -57,39 +57,24 @@ def _registry_subjects() -> Tuple[List[Subject], Dict[str, str]]:
     """Engines of :mod:`fastlog.engines`: (available subjects, {missing name: reason})."""
     from .. import engines
 
-    available = list(engines.available_engines())
-    known = list(getattr(engines, "ENGINE_NAMES", available))
-    missing: Dict[str, str] = {}
-    subjects: List[Subject] = []
-    for name in known:
-        if name not in available:
-            reason = "not available"
-            why = getattr(engines, "unavailable_reason", None)
-            if why is not None:
-                try:
-                    reason = why(name) or reason
-                except Exception as exc:  # a reason is only informative
-                    reason = f"not available ({exc})"
-            missing[name] = reason
-    for name in available:
-        spec = engines.get_engine(name)
-        subjects.append(
-            Subject(
-                name=name,
-                kind="engine",
-                description=str(getattr(spec, "description", "") or ""),
-                opener=_opener_for(spec),
-            )
+    subjects = [
+        Subject(
+            name=spec.name,
+            kind="engine",
+            description=spec.description,
+            opener=_opener_for(spec),
+            extra={"persistent": spec.persistent, "supports_durable": spec.supports_durable},
         )
-    return subjects, missing
+        for spec in engines.available_engines()
+    ]
+    return subjects, dict(engines.missing_engines())
 
 
 def _opener_for(spec: Any) -> Callable[[str], Any]:
-    """A one-argument opener over the registry's factory, in its default (no-fsync) mode."""
-    open_fn = getattr(spec, "open", spec)
+    """Opens the engine in its default mode: writes are made durable by flush()/flush_async()."""
 
     def opener(path: str) -> Any:
-        return open_fn(path)
+        return spec.open(path, durable=False)
 
     return opener
 
@@ -100,7 +85,7 @@ def _fallback_subjects() -> Tuple[List[Subject], Dict[str, str]]:
 
     subjects = []
     missing: Dict[str, str] = {}
-    for name, implementation in (("fastlog", "c"), ("fastlog-py", "python")):
+    for name, implementation in (("fastlog", "c"), ("fastlog-python", "python")):
         if implementation == "c":
             try:
                 from fastlog_ext import _core  # noqa: F401
@@ -126,8 +111,12 @@ def load_subjects(names: Optional[List[str]], baseline: bool = True) -> Tuple[Li
     whose package is missing is skipped with its reason.
     """
     try:
-        subjects, missing = _registry_subjects()
+        from .. import engines as registry
     except ImportError:
+        registry = None
+    if registry is not None and hasattr(registry, "available_engines"):
+        subjects, missing = _registry_subjects()
+    else:
         subjects, missing = _fallback_subjects()
     by_name = {s.name: s for s in subjects}
     base = Subject(BASELINE, "baseline", "raw os.write / os.pread / os.fdatasync on one file")

@@ -1,0 +1,152 @@
+"""``fastlog bench``: compare log-store engines on the same workloads."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Dict, List, Optional
+
+from .workloads import TARGETS, WORKLOADS, parse_workloads
+
+__all__ = ["register", "run_command"]
+
+# option name -> (BenchConfig field, help)
+_SIZES = {
+    "entry-size": ("entry_size", "payload bytes per entry (default 256)"),
+    "batch-size": ("batch_size", "entries per batch for appends; also entries per truncate/purge call (default 1000)"),
+    "entries": ("entries", "entries in the log the append, read, truncate and purge workloads use (default 100000)"),
+    "range-size": ("range_size", "entries per range read (default 10000)"),
+    "range-reads": ("range_reads", "range reads per repetition (default 30)"),
+    "single-reads": ("single_reads", "random single reads per repetition (default 50000)"),
+    "durable-batch": ("durable_batch", "entries per durable batch (default 64)"),
+    "durable-batches": ("durable_batches", "durable batches per repetition (default 200)"),
+    "writers": ("writers", "concurrent writer coroutines (default 64)"),
+    "writes-per-writer": ("writes_per_writer", "entries each concurrent writer appends (default 10)"),
+    "truncate-ops": ("truncate_ops", "truncate calls per repetition (default 10)"),
+    "purge-ops": ("purge_ops", "purge calls per repetition (default 10)"),
+    "repeat": ("repeat", "repetitions; every figure is their median (default 5, 3 with --quick)"),
+    "seed": ("seed", "seed of the generated payloads and read positions"),
+}
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="compare log-store engines (throughput, latency, disk, memory)",
+        description=(
+            "Run the same workloads on every chosen engine and print a table of medians with each "
+            "engine's ratio to fastlog. Every engine's log is read back and checked against a "
+            "digest of what was written. Progress goes to stderr, the table to stdout."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="workloads:\n" + "\n".join(f"  {w.id:<12} {w.title}" for w in WORKLOADS.values()),
+    )
+    parser.add_argument("--engines", help="comma-separated engines (default: all available, plus 'raw', the "
+                        "plain file baseline); see --list")
+    parser.add_argument("--workloads", help="comma-separated workloads (default: all)")
+    for option, (_field, text) in _SIZES.items():
+        parser.add_argument(f"--{option}", type=int, default=None, help=text)
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and 3 repetitions (a smoke run); explicit sizes still apply")
+    parser.add_argument("--no-baseline", action="store_true", help="leave out the raw file baseline")
+    parser.add_argument("--workdir", help="where to create the engines' directories (default: the system "
+                        "temporary directory; use a real disk for durable figures)")
+    parser.add_argument("--json", metavar="FILE", help="write every raw sample and the summary as JSON")
+    parser.add_argument("--chart", metavar="FILE", help="write a PNG bar chart (needs matplotlib)")
+    parser.add_argument("--fail-on-miss", action="store_true",
+                        help="exit with status 3 when a speed target is missed")
+    parser.add_argument("--list", action="store_true", help="list engines and workloads, then exit")
+    parser.set_defaults(handler=run_command)
+
+
+def _config_from(args: argparse.Namespace) -> Any:
+    from .runner import BenchConfig
+
+    values: Dict[str, Any] = {}
+    for option, (field, _text) in _SIZES.items():
+        value = getattr(args, option.replace("-", "_"))
+        if value is not None:
+            values[field] = value
+    if args.engines:
+        values["engines"] = [e.strip() for e in args.engines.split(",") if e.strip()]
+    values["workloads"] = parse_workloads(args.workloads)
+    values["baseline"] = not args.no_baseline
+    if args.workdir:
+        values["workdir"] = args.workdir
+    return BenchConfig.quick(**values) if args.quick else BenchConfig(**values)
+
+
+def _list() -> int:
+    from .subjects import BASELINE, load_subjects
+
+    subjects, missing = load_subjects(None)
+    print("engines:")
+    for s in subjects:
+        if s.name == BASELINE:
+            print(f"  {s.name:<12} {s.description}")
+        else:
+            role = "peer" if s.is_peer else "fastlog/reference"
+            print(f"  {s.name:<12} [{role}] {s.description}")
+    for name, reason in missing.items():
+        print(f"  {name:<12} unavailable: {reason}")
+    print("workloads:")
+    for w in WORKLOADS.values():
+        print(f"  {w.id:<12} {w.title} [{w.unit}]: {w.description}")
+    print("targets:")
+    for t in TARGETS:
+        print(f"  {t.text}")
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    if args.list:
+        return _list()
+    from .report import format_table, format_targets, write_chart
+    from .runner import run_bench
+
+    try:
+        config = _config_from(args)
+        config.validate()
+    except ValueError as exc:
+        print(f"fastlog bench: {exc}", file=sys.stderr)
+        return 2
+    try:
+        results = run_bench(config, progress=sys.stderr)
+    except ValueError as exc:  # e.g. an unknown engine name
+        print(f"fastlog bench: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(results))
+    targets = format_targets(results)
+    if targets:
+        print()
+        print(targets)
+    sys.stdout.flush()
+    if args.json:
+        results.write_json(args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.chart:
+        problem = write_chart(results, args.chart)
+        print(problem if problem else f"wrote {args.chart}", file=sys.stderr)
+    status = 0
+    failed: List[str] = []
+    for engine, per in results.results.items():
+        for workload, result in per.items():
+            if result.status in ("wrong", "error"):
+                failed.append(f"{engine}/{workload} ({'wrong data' if result.status == 'wrong' else 'error'})")
+    if failed:
+        print("fastlog bench: these results are not valid: " + ", ".join(failed), file=sys.stderr)
+        status = 1
+    if status == 0 and args.fail_on_miss:
+        from .report import evaluate_targets
+
+        if any(row["met"] is False for row in evaluate_targets(results)):
+            status = 3
+    return status
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """``python -m fastlog.bench.command`` (the same as ``fastlog bench``)."""
+    parser = argparse.ArgumentParser(prog="fastlog")
+    register(parser.add_subparsers())
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    return args.handler(args)
+

@@ -1,0 +1,313 @@
+"""Turns benchmark results into the text table, the target summary and the PNG chart."""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+from .subjects import BASELINE, REFERENCE
+from .workloads import TARGETS, WORKLOADS, Target, Workload
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .runner import BenchResults
+
+__all__ = ["format_value", "format_table", "evaluate_targets", "format_targets", "write_chart"]
+
+_BASELINE_LABELS = {
+    "append": "raw os.write",
+    "range": "raw os.pread",
+    "single": "raw os.pread",
+    "durable": "raw os.write+fdatasync",
+    "concurrent": "raw os.write+fdatasync x1",
+}
+
+
+def _si(value: float) -> str:
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _seconds(value: float) -> str:
+    if value >= 1:
+        return f"{value:.3g} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.3g} ms"
+    return f"{value * 1e6:.3g} us"
+
+
+def format_value(workload: Workload, value: Optional[float]) -> str:
+    """A median in its unit, short: "6.2 M entries/s", "3.1 ms", "301 B/entry", "12 MiB"."""
+    if value is None:
+        return "-"
+    unit = workload.unit
+    if unit in ("entries/s", "ops/s"):
+        return f"{_si(value)} {unit}"
+    if unit == "s":
+        return _seconds(value)
+    if unit == "B/entry":
+        return f"{value:.0f} B/entry"
+    if unit == "B":
+        return f"{value / (1 << 20):.1f} MiB"
+    return f"{value:.4g} {unit}"
+
+
+def _spread(samples: List[float]) -> str:
+    """Half the min..max range relative to the median, e.g. "±3%"."""
+    if len(samples) < 2:
+        return ""
+    ordered = sorted(samples)
+    mid = len(ordered) // 2
+    median = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    if not median:
+        return ""
+    return f"±{(ordered[-1] - ordered[0]) / 2 / abs(median) * 100:.0f}%"
+
+
+def _label(engine: str, workload: str) -> str:
+    if engine == BASELINE:
+        return _BASELINE_LABELS.get(workload, "raw file")
+    return engine
+
+
+def _extra(workload: str, result: Any) -> str:
+    """A second figure worth showing next to the median, from the details."""
+    details = result.details
+    if not details:
+        return ""
+    if workload == "range":
+        per_call = sorted(d["seconds_per_call"] for d in details if "seconds_per_call" in d)
+        if per_call:
+            return f"{_seconds(per_call[len(per_call) // 2])}/call"
+    if workload == "concurrent":
+        rounds = sorted(d["fsync_rounds"] for d in details if "fsync_rounds" in d)
+        if rounds:
+            return f"{rounds[len(rounds) // 2]} fsync rounds"
+    if workload in ("truncate", "purge"):
+        secs = sorted(d["seconds"] / d["calls"] for d in details if d.get("calls"))
+        if secs:
+            return f"{_seconds(secs[len(secs) // 2])}/call"
+    if workload == "memory":
+        rss = sorted(d["peak_rss_delta"] for d in details if "peak_rss_delta" in d)
+        if rss:
+            return f"RSS +{rss[len(rss) // 2] / (1 << 20):.1f} MiB"
+    return ""
+
+
+def format_table(results: "BenchResults") -> str:
+    """The comparison table: one block per workload, one row per engine."""
+    cfg = results.config
+    env = results.environment
+    lines = [
+        f"fastlog bench: {cfg.entry_size}-byte entries, batches of {cfg.batch_size}, log of "
+        f"{cfg.entries:,} entries; every figure is the median of {cfg.repeat} runs",
+        f"{env.get('platform', '')}, Python {env.get('python', '')}, {env.get('cpus', '?')} CPUs, "
+        f"work directory on {env.get('filesystem', '?')}",
+        "'vs fastlog': the engine's figure relative to fastlog's (higher is better for the engine; "
+        "fastlog = 1.00x).",
+    ]
+    name_width = max([len(_label(s.name, w)) for s in results.subjects for w in cfg.workloads] + [12])
+    for workload_id in cfg.workloads:
+        workload = WORKLOADS[workload_id]
+        ref = results.get(REFERENCE, workload_id)
+        ref_median = ref.median if ref is not None and ref.status == "ok" else None
+        direction = "higher is better" if workload.higher_is_better else "lower is better"
+        lines.append("")
+        lines.append(f"{workload.title} [{workload.unit}, {direction}]")
+        rows: List[Tuple[str, ...]] = []
+        for subject in results.subjects:
+            result = results.get(subject.name, workload_id)
+            if result is None:
+                continue
+            if result.status == "n/a" and subject.is_baseline:
+                continue  # the baseline simply has no such workload
+            median = result.median
+            if result.status == "n/a":
+                value, ratio, spread, note = "-", "", "", f"n/a: {result.unavailable or 'not measured'}"
+            else:
+                value = format_value(workload, median)
+                spread = _spread(result.samples)
+                if median is not None and ref_median is not None:
+                    ratio = f"{workload.speedup(median, ref_median):.2f}x"
+                else:
+                    ratio = ""
+                if result.status == "wrong":
+                    note = "WRONG DATA: " + result.wrong[0]
+                elif result.status == "error":
+                    note = "ERROR: " + result.errors[0]
+                else:
+                    note = "data ok" if not subject.is_baseline else "(no engine)"
+                extra = _extra(workload_id, result)
+                if extra:
+                    note = f"{extra:<18} {note}"
+            rows.append((_label(subject.name, workload_id), value, spread, ratio, note))
+        if not rows:
+            lines.append("  (no engine ran this workload)")
+            continue
+        lines.append(f"  {'engine':<{name_width}}  {'median':>20}  {'spread':>6}  {'vs fastlog':>10}  notes")
+        for name, value, spread, ratio, note in rows:
+            lines.append(f"  {name:<{name_width}}  {value:>20}  {spread:>6}  {ratio:>10}  {note}")
+    if results.skipped:
+        lines.append("")
+        for name, reason in results.skipped.items():
+            lines.append(f"skipped engine {name}: {reason}")
+    return "\n".join(lines)
+
+
+def _ok_median(results: "BenchResults", engine: str, workload: str) -> Optional[float]:
+    result = results.get(engine, workload)
+    if result is None or result.status != "ok":
+        return None
+    return result.median
+
+
+def _evaluate(results: "BenchResults", target: Target) -> Dict[str, Any]:
+    workload_id = target.workload
+    fastlog = _ok_median(results, REFERENCE, workload_id)
+    if fastlog is None and target.fallback_workload:
+        workload_id = target.fallback_workload
+        fastlog = _ok_median(results, REFERENCE, workload_id)
+    workload = WORKLOADS[workload_id]
+    out: Dict[str, Any] = {
+        "target": target.text,
+        "workload": workload_id,
+        "against": target.against,
+        "minimum": target.minimum,
+        "fastlog": fastlog,
+        "met": None,
+    }
+    if fastlog is None:
+        out["why"] = f"no valid {REFERENCE} result for {workload_id}"
+        return out
+    if target.against == "absolute":
+        if target.seconds_per_call:
+            per_call = results.config.range_size / fastlog
+            out["value"] = per_call
+            out["seconds_per_call"] = True
+            out["met"] = per_call < target.minimum
+        else:
+            out["value"] = fastlog
+            out["met"] = fastlog >= target.minimum
+        return out
+    if target.against == "peer":
+        peers = [
+            (s.name, _ok_median(results, s.name, workload_id)) for s in results.subjects if s.is_peer
+        ]
+        peers = [(name, value) for name, value in peers if value is not None]
+        if not peers:
+            out["why"] = "no peer engine has a valid result"
+            return out
+        pick = max if workload.higher_is_better else min
+        best_name, best = pick(peers, key=lambda p: p[1])
+        out["other"], out["other_value"] = best_name, best
+    else:
+        other = _ok_median(results, BASELINE, workload_id)
+        if other is None:
+            out["why"] = "the raw baseline did not run"
+            return out
+        out["other"], out["other_value"] = _BASELINE_LABELS.get(workload_id, BASELINE), other
+    ratio = workload.speedup(fastlog, out["other_value"])
+    out["value"] = ratio
+    out["met"] = ratio >= target.minimum
+    return out
+
+
+def evaluate_targets(results: "BenchResults") -> List[Dict[str, Any]]:
+    """Every target whose workload ran, with fastlog's figure, the comparison and met/not met."""
+    chosen = set(results.config.workloads)
+    return [
+        _evaluate(results, t)
+        for t in TARGETS
+        if t.workload in chosen or (t.fallback_workload and t.fallback_workload in chosen)
+    ]
+
+
+def format_targets(results: "BenchResults") -> str:
+    rows = evaluate_targets(results)
+    if not rows:
+        return ""
+    lines = ["targets (same run):"]
+    for row in rows:
+        workload = WORKLOADS[row["workload"]]
+        if row["met"] is None:
+            lines.append(f"  [ -- ] {row['target']}: {row.get('why', 'not measured')}")
+            continue
+        mark = "met " if row["met"] else "MISS"
+        if row["against"] == "absolute":
+            if row.get("seconds_per_call"):
+                shown = _seconds(row["value"]) + " per call"
+            else:
+                shown = format_value(workload, row["value"])
+            lines.append(f"  [{mark}] {row['target']}: fastlog {shown}")
+        else:
+            lines.append(
+                f"  [{mark}] {row['target']}: fastlog {format_value(workload, row['fastlog'])} vs "
+                f"{row['other']} {format_value(workload, row['other_value'])} = {row['value']:.2f}x"
+            )
+    return "\n".join(lines)
+
+
+def write_chart(results: "BenchResults", path: str) -> Optional[str]:
+    """Write a PNG bar chart (one panel per workload); return a message instead if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install 'fastlog[chart]'): no chart written"
+    from pathlib import Path
+
+    panels = []
+    for workload_id in results.config.workloads:
+        workload = WORKLOADS[workload_id]
+        bars = []
+        for subject in results.subjects:
+            result = results.get(subject.name, workload_id)
+            if result is None or result.median is None:
+                continue
+            bars.append((_label(subject.name, workload_id), result.median, result.status, subject.name))
+        if bars:
+            panels.append((workload, bars))
+    if not panels:
+        return "nothing to chart"
+    cols = 2 if len(panels) > 1 else 1
+    rows = math.ceil(len(panels) / cols)
+    height_per = max(1.6, 0.32 * max(len(b) for _, b in panels) + 0.9)
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, height_per * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (workload, bars) in zip(axes.flat, panels):
+        labels = [b[0] for b in bars][::-1]
+        values = [b[1] for b in bars][::-1]
+        colours = []
+        for _, _, status, engine in bars[::-1]:
+            if status == "wrong":
+                colours.append("#d62728")
+            elif engine == REFERENCE:
+                colours.append("#1f77b4")
+            elif engine == BASELINE:
+                colours.append("#7f7f7f")
+            else:
+                colours.append("#9ecae1")
+        ax.barh(labels, values, color=colours)
+        scale_values = [v for v in values if v > 0]
+        if scale_values and max(scale_values) / min(scale_values) > 50:
+            ax.set_xscale("log")
+        for y, value in enumerate(values):
+            ax.text(value, y, " " + format_value(workload, value), va="center", fontsize=7)
+        better = "higher is better" if workload.higher_is_better else "lower is better"
+        ax.set_title(f"{workload.title} ({workload.unit}, {better})", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.margins(x=0.25)
+    cfg = results.config
+    fig.suptitle(
+        f"fastlog bench: {cfg.entry_size}-byte entries, log of {cfg.entries:,} entries, "
+        f"median of {cfg.repeat} runs (red: wrong data)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None

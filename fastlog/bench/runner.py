@@ -1,0 +1,772 @@
+"""Runs the workloads of ``fastlog bench`` over engines and collects raw samples.
+
+Method
+------
+* Every engine runs the same workloads on the same pre-built entries, in a
+  fresh directory each time.  Timed loops only call the engine: batches,
+  indexes and range starts are prepared before the clock starts, and
+  ``gc.collect()`` runs just before each timed loop.
+* Repetitions are interleaved: repetition 1 of every engine, then repetition 2
+  of every engine, and so on, so a burst of load on the machine hits every
+  engine rather than one.  A figure is the median of its repetitions.
+* After each workload the log is read back and its xxh3-128 digest (over
+  index, term, kind and payload) is compared with the digest of what was
+  written; a mismatch marks the engine's result as wrong data.
+* Peak memory is measured in a fresh child process per engine (see
+  :mod:`fastlog.bench.memprobe`), so memory held by C libraries counts and
+  nothing left over from other engines does.
+"""
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, TextIO
+
+from .._types import LogId
+from .data import Dataset, digest_entries, term_of
+from .subjects import (
+    REFERENCE,
+    Subject,
+    describe_sync_reader,
+    entry_class_of,
+    load_subjects,
+    sync_entry_reader,
+)
+from .workloads import WORKLOAD_IDS, WORKLOADS
+
+__all__ = ["BenchConfig", "BenchResults", "WorkloadResult", "run_bench"]
+
+_LOG_GROUP = ("append", "disk", "reopen", "range", "single", "single-sync", "truncate", "purge")
+
+
+@dataclass
+class BenchConfig:
+    """Sizes and choices of one benchmark run (the defaults are ``make bench``'s)."""
+
+    engines: Optional[List[str]] = None  # None: every available engine
+    workloads: List[str] = field(default_factory=lambda: list(WORKLOAD_IDS))
+    entry_size: int = 256
+    batch_size: int = 1000
+    entries: int = 100_000  # size of the log the append/read/truncate/purge workloads use
+    range_size: int = 10_000
+    range_reads: int = 30
+    single_reads: int = 50_000
+    durable_batch: int = 64
+    durable_batches: int = 200
+    writers: int = 64
+    writes_per_writer: int = 10
+    truncate_ops: int = 10
+    purge_ops: int = 10
+    repeat: int = 5
+    baseline: bool = True  # include the raw file baseline when engines is None
+    seed: int = 20240601
+    workdir: Optional[str] = None
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> "BenchConfig":
+        """Small sizes and three repetitions: a smoke run in seconds per engine."""
+        values: Dict[str, Any] = dict(
+            entries=20_000,
+            range_reads=10,
+            single_reads=10_000,
+            durable_batches=40,
+            writes_per_writer=4,
+            truncate_ops=5,
+            purge_ops=5,
+            repeat=3,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    def validate(self) -> None:
+        positive = (
+            "entry_size", "batch_size", "entries", "range_size", "range_reads", "single_reads",
+            "durable_batch", "durable_batches", "writers", "writes_per_writer", "repeat",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name.replace('_', '-')} must be positive")
+        if self.truncate_ops < 0 or self.purge_ops < 0:
+            raise ValueError("truncate-ops and purge-ops must not be negative")
+        if self.range_size > self.entries:
+            raise ValueError(f"range-size {self.range_size} is larger than the log ({self.entries} entries)")
+        removed = (self.truncate_ops + self.purge_ops) * self.batch_size
+        if removed >= self.entries:
+            raise ValueError(
+                f"truncate-ops and purge-ops of {self.batch_size} entries each would remove the whole "
+                f"log of {self.entries} entries"
+            )
+
+    @property
+    def dataset_size(self) -> int:
+        return max(
+            self.entries,
+            self.durable_batch * self.durable_batches,
+            self.writers * self.writes_per_writer,
+        )
+
+
+@dataclass
+class WorkloadResult:
+    """Every repetition of one workload on one engine."""
+
+    samples: List[float] = field(default_factory=list)  # the workload's unit, one per repetition
+    details: List[Dict[str, Any]] = field(default_factory=list)
+    wrong: List[str] = field(default_factory=list)  # digest / content mismatches
+    errors: List[str] = field(default_factory=list)
+    unavailable: Optional[str] = None  # why this engine cannot run the workload
+
+    @property
+    def median(self) -> Optional[float]:
+        if not self.samples:
+            return None
+        ordered = sorted(self.samples)
+        mid = len(ordered) // 2
+        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+    @property
+    def status(self) -> str:
+        if self.wrong:
+            return "wrong"
+        if self.errors:
+            return "error"
+        if self.samples:
+            return "ok"
+        return "n/a"
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "status": self.status,
+            "median": self.median,
+            "samples": self.samples,
+            "details": self.details,
+            "wrong_data": self.wrong,
+            "errors": self.errors,
+            "unavailable": self.unavailable,
+        }
+
+
+@dataclass
+class BenchResults:
+    config: BenchConfig
+    environment: Dict[str, Any]
+    subjects: List[Subject]
+    skipped: Dict[str, str]
+    results: Dict[str, Dict[str, WorkloadResult]]
+    elapsed: float = 0.0
+
+    def get(self, engine: str, workload: str) -> Optional[WorkloadResult]:
+        return self.results.get(engine, {}).get(workload)
+
+    @property
+    def wrong_data(self) -> List[str]:
+        """``engine/workload`` pairs whose data read back differed from what was written."""
+        return [
+            f"{engine}/{workload}"
+            for engine, per in self.results.items()
+            for workload, result in per.items()
+            if result.wrong
+        ]
+
+    def to_json(self) -> Dict[str, Any]:
+        from .report import evaluate_targets
+
+        return {
+            "format": "fastlog-bench/1",
+            "config": asdict(self.config),
+            "environment": self.environment,
+            "elapsed_seconds": self.elapsed,
+            "workloads": {
+                wid: {
+                    "title": w.title,
+                    "unit": w.unit,
+                    "higher_is_better": w.higher_is_better,
+                    "description": w.description,
+                }
+                for wid, w in WORKLOADS.items()
+                if wid in self.config.workloads
+            },
+            "engines": {
+                s.name: {"kind": s.kind, "peer": s.is_peer, "description": s.description, **s.extra}
+                for s in self.subjects
+            },
+            "skipped_engines": self.skipped,
+            "results": {
+                engine: {workload: result.to_json() for workload, result in per.items()}
+                for engine, per in self.results.items()
+            },
+            "targets": evaluate_targets(self),
+        }
+
+    def write_json(self, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as fh:
+            json.dump(self.to_json(), fh, indent=1, default=str)
+            fh.write("\n")
+
+
+class _Progress:
+    """One line per engine and repetition on a text stream (stderr)."""
+
+    def __init__(self, stream: Optional[TextIO]):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        if self.stream is not None:
+            self.stream.write(text)
+            self.stream.flush()
+
+
+class _Recorder:
+    """Collects the samples of one engine's repetition into the shared results."""
+
+    def __init__(self, per_workload: Dict[str, WorkloadResult], wanted: List[str], rep: int):
+        self.per = per_workload
+        self.wanted = set(wanted)
+        self.rep = rep
+        self.done: Dict[str, str] = {}  # workload -> short text for the progress line
+
+    def wants(self, workload: str) -> bool:
+        return workload in self.wanted
+
+    def sample(self, workload: str, value: float, **details: Any) -> None:
+        if workload not in self.wanted:
+            return
+        result = self.per[workload]
+        result.samples.append(value)
+        result.details.append({"repetition": self.rep, "value": value, **details})
+        from .report import format_value
+
+        self.done[workload] = format_value(WORKLOADS[workload], value)
+
+    def wrong(self, workload: str, message: str) -> None:
+        if workload in self.wanted:
+            self.per[workload].wrong.append(f"repetition {self.rep}: {message}")
+            self.done[workload] = "WRONG DATA"
+
+    def error(self, workload: str, message: str) -> None:
+        if workload in self.wanted:
+            self.per[workload].errors.append(f"repetition {self.rep}: {message}")
+            self.done[workload] = "error"
+
+    def unavailable(self, workload: str, reason: str) -> None:
+        if workload in self.wanted:
+            self.per[workload].unavailable = reason
+
+
+def _sync_count(store: Any) -> Optional[int]:
+    """How many syncs the store's group commit has run, when it tells."""
+    commit = getattr(store, "group_commit", None)  # fastlog's FileLogStore
+    if commit is not None and isinstance(getattr(commit, "flushes", None), int):
+        return commit.flushes
+    flusher = getattr(store, "group_flush", None)  # the adapters of fastlog.engines
+    if flusher is not None and isinstance(getattr(flusher, "syncs", None), int):
+        return flusher.syncs
+    return None
+
+
+def _disk_usage(path: str) -> Dict[str, int]:
+    allocated = apparent = files = 0
+    for root, _dirs, names in os.walk(path):
+        for name in names:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            allocated += st.st_blocks * 512
+            apparent += st.st_size
+            files += 1
+    return {"allocated_bytes": allocated, "apparent_bytes": apparent, "files": files}
+
+
+def _filesystem_of(path: str) -> str:
+    """The file system type holding ``path`` (from /proc/mounts), or "unknown"."""
+    try:
+        real = os.path.realpath(path)
+        best, fstype = "", "unknown"
+        with open("/proc/mounts") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) < 3:
+                    continue
+                mount = parts[1].replace("\\040", " ")
+                if (real == mount or real.startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
+                    best, fstype = mount, parts[2]
+        return fstype
+    except OSError:
+        return "unknown"
+
+
+def _environment(workdir: str) -> Dict[str, Any]:
+    from importlib import metadata
+
+    env: Dict[str, Any] = {
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "workdir": workdir,
+        "filesystem": _filesystem_of(workdir),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    try:
+        from .._impl import IMPLEMENTATION
+
+        env["fastlog_default_implementation"] = IMPLEMENTATION
+    except Exception as exc:  # informative only
+        env["fastlog_default_implementation"] = f"unavailable ({exc})"
+    versions: Dict[str, str] = {}
+    for dist in ("fastlog", "lmdb", "rocksdict", "plyvel", "xxhash", "numpy"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    import sqlite3
+
+    versions["sqlite"] = sqlite3.sqlite_version
+    env["versions"] = versions
+    return env
+
+
+class _Runner:
+    def __init__(self, config: BenchConfig, progress: _Progress):
+        self.config = config
+        self.progress = progress
+        self.dataset = Dataset(config.dataset_size, config.entry_size, config.seed)
+        rng = random.Random(config.seed + 1)
+        n, r = config.entries, config.range_size
+        self.range_starts = [rng.randint(1, n - r + 1) for _ in range(config.range_reads)]
+        self.single_indexes = [rng.randint(1, n) for _ in range(config.single_reads)]
+        self._batch_cache: Dict[tuple, List[List[Any]]] = {}
+
+    # -- helpers ---------------------------------------------------------------
+    def batches(self, cls: type, size: int, count: int) -> List[List[Any]]:
+        """The first ``count`` entries of the dataset as batches of ``size`` (cached)."""
+        key = (cls, size, count)
+        cached = self._batch_cache.get(key)
+        if cached is None:
+            entries = self.dataset.entries(cls)[:count]
+            cached = [entries[i:i + size] for i in range(0, len(entries), size)]
+            self._batch_cache[key] = cached
+        return cached
+
+    def check_log(self, store: Any, lo: int, hi: int, boundary: Optional[LogId] = None) -> Optional[str]:
+        """None when the store holds exactly entries lo..hi of the dataset, else what differs."""
+        last = store.last_index()
+        if last != hi:
+            return f"last_index() is {last}, expected {hi}"
+        if boundary is not None:
+            got = store.load_purge_boundary()
+            if got != boundary:
+                return f"load_purge_boundary() is {got}, expected {boundary}"
+        entries = store.get_entries(lo, hi)
+        if len(entries) != hi - lo + 1:
+            return f"get_entries({lo}, {hi}) returned {len(entries)} entries, expected {hi - lo + 1}"
+        if lo > 1 and store.get_entries(1, lo - 1):
+            return f"entries below {lo} are still readable"
+        got_digest = digest_entries(entries)
+        want = self.dataset.digest(lo, hi)
+        if got_digest != want:
+            return f"digest of entries {lo}..{hi} is {got_digest}, expected {want}"
+        return None
+
+    def check_entries(self, got: List[Any], indexes: List[int]) -> Optional[str]:
+        if any(e is None for e in got):
+            missing = next(i for i, e in zip(indexes, got) if e is None)
+            return f"entry {missing} read as None"
+        want = digest_entries(self.dataset.pick(indexes))
+        have = digest_entries(got)
+        if have != want:
+            return f"digest of {len(indexes)} entries read is {have}, expected {want}"
+        return None
+
+    # -- engine groups -----------------------------------------------------------
+    async def log_group(self, subject: Subject, path: str, rec: _Recorder) -> None:
+        """append -> disk -> reopen -> range -> single -> single-sync -> truncate -> purge."""
+        cfg, n = self.config, self.config.entries
+        engine = subject.open(path)
+        try:
+            store = engine.log_store()
+            cls = entry_class_of(store)
+            batches = self.batches(cls, cfg.batch_size, n)
+            persist = store.persist_entries
+            gc.collect()
+            t0 = time.perf_counter()
+            for batch in batches:
+                await persist(batch)
+            dt = time.perf_counter() - t0
+            rec.sample("append", n / dt, seconds=dt, entries=n, batches=len(batches))
+            problem = self.check_log(store, 1, n)
+            if problem:
+                rec.wrong("append", problem)
+            store.flush()
+        finally:
+            await engine.close()
+
+        usage = _disk_usage(path)
+        rec.sample("disk", usage["allocated_bytes"] / n, entries=n, **usage)
+
+        gc.collect()
+        t0 = time.perf_counter()
+        engine = subject.open(path)
+        store = engine.log_store()
+        last = store.last_index()
+        dt = time.perf_counter() - t0
+        try:
+            rec.sample("reopen", dt, entries=n)
+            if rec.wants("reopen"):
+                problem = self.check_log(store, 1, n) if last == n else f"last_index() after reopen is {last}, expected {n}"
+                if problem:
+                    rec.wrong("reopen", problem)
+            if rec.wants("range"):
+                await self.range_reads(store, rec)
+            if rec.wants("single"):
+                await self.single_reads(store, rec)
+            if rec.wants("single-sync"):
+                self.single_reads_sync(store, rec)
+            hi = n
+            if rec.wants("truncate") and cfg.truncate_ops:
+                hi = await self.truncates(store, rec)
+            if rec.wants("purge") and cfg.purge_ops:
+                await self.purges(store, rec, hi)
+        finally:
+            await engine.close()
+
+    async def range_reads(self, store: Any, rec: _Recorder) -> None:
+        size = self.config.range_size
+        starts = self.range_starts
+        get = store.get_entries
+        gc.collect()
+        t0 = time.perf_counter()
+        for start in starts:
+            get(start, start + size - 1)
+        dt = time.perf_counter() - t0
+        rec.sample("range", len(starts) * size / dt, seconds=dt, calls=len(starts),
+                   seconds_per_call=dt / len(starts), range_size=size)
+        start = starts[0]
+        got = get(start, start + size - 1)
+        want = self.dataset.digest(start, start + size - 1)
+        if len(got) != size or digest_entries(got) != want:
+            rec.wrong("range", f"get_entries({start}, {start + size - 1}) returned other data")
+
+    async def single_reads(self, store: Any, rec: _Recorder) -> None:
+        indexes = self.single_indexes
+        entry = store.entry
+        gc.collect()
+        t0 = time.perf_counter()
+        for index in indexes:
+            await entry(index)
+        dt = time.perf_counter() - t0
+        rec.sample("single", len(indexes) / dt, seconds=dt, calls=len(indexes), path="await LogStore.entry")
+        sample = indexes[:2000]
+        problem = self.check_entries([await entry(i) for i in sample], sample)
+        if problem:
+            rec.wrong("single", problem)
+
+    def single_reads_sync(self, store: Any, rec: _Recorder) -> None:
+        entry = sync_entry_reader(store)
+        if entry is None:
+            rec.unavailable("single-sync", "the log store has no synchronous single-entry read")
+            return
+        indexes = self.single_indexes
+        gc.collect()
+        t0 = time.perf_counter()
+        for index in indexes:
+            entry(index)
+        dt = time.perf_counter() - t0
+        rec.sample("single-sync", len(indexes) / dt, seconds=dt, calls=len(indexes), path=describe_sync_reader(store))
+        sample = indexes[:2000]
+        problem = self.check_entries([entry(i) for i in sample], sample)
+        if problem:
+            rec.wrong("single-sync", problem)
+
+    async def truncates(self, store: Any, rec: _Recorder) -> int:
+        cfg = self.config
+        step, ops = cfg.batch_size, cfg.truncate_ops
+        cuts = [cfg.entries - step * (k + 1) + 1 for k in range(ops)]
+        truncate = store.truncate
+        gc.collect()
+        t0 = time.perf_counter()
+        for cut in cuts:
+            await truncate(cut)
+        dt = time.perf_counter() - t0
+        hi = cuts[-1] - 1
+        rec.sample("truncate", ops / dt, seconds=dt, calls=ops, entries_removed=ops * step)
+        problem = self.check_log(store, 1, hi)
+        if problem:
+            rec.wrong("truncate", problem)
+        return hi
+
+    async def purges(self, store: Any, rec: _Recorder, hi: int) -> None:
+        cfg = self.config
+        step, ops = cfg.batch_size, cfg.purge_ops
+        cutoffs = [LogId(index=step * (k + 1), term=term_of(step * (k + 1))) for k in range(ops)]
+        purge = store.purge
+        gc.collect()
+        t0 = time.perf_counter()
+        for cutoff in cutoffs:
+            await purge(cutoff)
+        dt = time.perf_counter() - t0
+        rec.sample("purge", ops / dt, seconds=dt, calls=ops, entries_removed=ops * step)
+        problem = self.check_log(store, cutoffs[-1].index + 1, hi, boundary=cutoffs[-1])
+        if problem:
+            rec.wrong("purge", problem)
+
+    async def durable_group(self, subject: Subject, path: str, rec: _Recorder) -> None:
+        cfg = self.config
+        total = cfg.durable_batch * cfg.durable_batches
+        engine = subject.open(path)
+        try:
+            store = engine.log_store()
+            batches = self.batches(entry_class_of(store), cfg.durable_batch, total)
+            persist, flush = store.persist_entries, store.flush
+            gc.collect()
+            t0 = time.perf_counter()
+            for batch in batches:
+                await persist(batch)
+                flush()
+            dt = time.perf_counter() - t0
+            rec.sample("durable", total / dt, seconds=dt, entries=total, batches=len(batches),
+                       batch_size=cfg.durable_batch)
+            problem = self.check_log(store, 1, total)
+            if problem:
+                rec.wrong("durable", problem)
+        finally:
+            await engine.close()
+
+    async def concurrent_group(self, subject: Subject, path: str, rec: _Recorder) -> None:
+        cfg = self.config
+        writers, each = cfg.writers, cfg.writes_per_writer
+        total = writers * each
+        engine = subject.open(path)
+        try:
+            store = engine.log_store()
+            singles = self.batches(entry_class_of(store), 1, total)
+            persist, flush_async = store.persist_entries, store.flush_async
+            # The lock keeps indexes consecutive for engines whose persist awaits
+            # before writing; it is uncontended when persist does not yield.
+            lock = asyncio.Lock()
+            position = 0
+
+            async def writer() -> None:
+                nonlocal position
+                for _ in range(each):
+                    async with lock:
+                        batch = singles[position]
+                        position += 1
+                        await persist(batch)
+                    await flush_async()
+
+            syncs_before = _sync_count(store)
+            gc.collect()
+            t0 = time.perf_counter()
+            await asyncio.gather(*(writer() for _ in range(writers)))
+            dt = time.perf_counter() - t0
+            details: Dict[str, Any] = {"seconds": dt, "entries": total, "writers": writers}
+            syncs_after = _sync_count(store)
+            if syncs_before is not None and syncs_after is not None:
+                details["fsync_rounds"] = syncs_after - syncs_before
+            rec.sample("concurrent", total / dt, **details)
+            problem = self.check_log(store, 1, total)
+            if problem:
+                rec.wrong("concurrent", problem)
+        finally:
+            await engine.close()
+
+    # -- the raw file baseline -----------------------------------------------------
+    def baseline(self, path: str, rec: _Recorder) -> None:
+        from .._impl import core
+
+        cfg, n, size = self.config, self.config.entries, self.config.entry_size
+        os.makedirs(path, exist_ok=True)
+        cls = core.Entry
+        write, pread, fdatasync = os.write, os.pread, os.fdatasync
+        join = b"".join
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        data_file = os.path.join(path, "log.bin")
+        if any(rec.wants(w) for w in ("append", "range", "single", "single-sync")):
+            batches = self.batches(cls, cfg.batch_size, n)
+            fd = os.open(data_file, flags, 0o644)
+            try:
+                gc.collect()
+                t0 = time.perf_counter()
+                for batch in batches:
+                    write(fd, join([e.payload for e in batch]))
+                dt = time.perf_counter() - t0
+            finally:
+                os.close(fd)
+            rec.sample("append", n / dt, seconds=dt, entries=n, what="os.write of the joined payloads of each batch")
+        if rec.wants("range") or rec.wants("single"):
+            fd = os.open(data_file, os.O_RDONLY)
+            try:
+                if rec.wants("range"):
+                    length = cfg.range_size * size
+                    gc.collect()
+                    t0 = time.perf_counter()
+                    for start in self.range_starts:
+                        pread(fd, length, (start - 1) * size)
+                    dt = time.perf_counter() - t0
+                    calls = len(self.range_starts)
+                    rec.sample("range", calls * cfg.range_size / dt, seconds=dt, calls=calls,
+                               seconds_per_call=dt / calls, what="one os.pread of the range's bytes")
+                if rec.wants("single"):
+                    gc.collect()
+                    t0 = time.perf_counter()
+                    for index in self.single_indexes:
+                        pread(fd, size, (index - 1) * size)
+                    dt = time.perf_counter() - t0
+                    rec.sample("single", len(self.single_indexes) / dt, seconds=dt, what="os.pread of one payload")
+            finally:
+                os.close(fd)
+        if rec.wants("durable"):
+            total = cfg.durable_batch * cfg.durable_batches
+            batches = self.batches(cls, cfg.durable_batch, total)
+            fd = os.open(os.path.join(path, "durable.bin"), flags, 0o644)
+            try:
+                gc.collect()
+                t0 = time.perf_counter()
+                for batch in batches:
+                    write(fd, join([e.payload for e in batch]))
+                    fdatasync(fd)
+                dt = time.perf_counter() - t0
+            finally:
+                os.close(fd)
+            rec.sample("durable", total / dt, seconds=dt, entries=total, what="os.write + os.fdatasync per batch")
+        if rec.wants("concurrent"):
+            total = cfg.writers * cfg.writes_per_writer
+            entries = self.dataset.entries(cls)[:total]
+            fd = os.open(os.path.join(path, "single.bin"), flags, 0o644)
+            try:
+                gc.collect()
+                t0 = time.perf_counter()
+                for e in entries:
+                    write(fd, e.payload)
+                    fdatasync(fd)
+                dt = time.perf_counter() - t0
+            finally:
+                os.close(fd)
+            rec.sample("concurrent", total / dt, seconds=dt, entries=total,
+                       what="one writer: os.write + os.fdatasync per entry")
+        for workload in ("single-sync", "truncate", "purge", "reopen", "disk", "memory"):
+            rec.unavailable(workload, "not measured for the raw file baseline")
+
+    # -- peak memory, in a child process -------------------------------------------
+    def memory_probe(self, subject: Subject, path: str, rec: _Recorder) -> None:
+        cfg = self.config
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cmd = [
+            sys.executable, "-m", "fastlog.bench.memprobe",
+            "--engine", subject.name, "--dir", path,
+            "--entries", str(cfg.entries), "--entry-size", str(cfg.entry_size),
+            "--batch-size", str(cfg.batch_size), "--range-size", str(cfg.range_size),
+            "--seed", str(cfg.seed),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            rec.error("memory", f"probe exited with {proc.returncode}: {tail}")
+            return
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        if report.get("problem"):
+            rec.wrong("memory", report["problem"])
+        rec.sample("memory", float(report["peak_anon_delta"]), **report)
+
+    # -- the whole run ---------------------------------------------------------------
+    def run_subject(self, loop: asyncio.AbstractEventLoop, subject: Subject, rep: int,
+                    base: str, results: Dict[str, WorkloadResult]) -> _Recorder:
+        wanted = self.config.workloads
+        rec = _Recorder(results, wanted, rep)
+        root = os.path.join(base, f"{subject.name}-{rep}")
+        try:
+            if subject.is_baseline:
+                self._guard(rec, list(wanted), lambda: self.baseline(root, rec))
+                return rec
+            groups: List[tuple] = []
+            log_wanted = [w for w in _LOG_GROUP if w in wanted]
+            if log_wanted:
+                groups.append((log_wanted, lambda: loop.run_until_complete(
+                    self.log_group(subject, os.path.join(root, "log"), rec))))
+            if "durable" in wanted:
+                groups.append((["durable"], lambda: loop.run_until_complete(
+                    self.durable_group(subject, os.path.join(root, "durable"), rec))))
+            if "concurrent" in wanted:
+                groups.append((["concurrent"], lambda: loop.run_until_complete(
+                    self.concurrent_group(subject, os.path.join(root, "concurrent"), rec))))
+            if "memory" in wanted:
+                groups.append((["memory"], lambda: self.memory_probe(subject, os.path.join(root, "memory"), rec)))
+            for names, fn in groups:
+                self._guard(rec, names, fn)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return rec
+
+    @staticmethod
+    def _guard(rec: _Recorder, names: List[str], fn: Callable[[], Any]) -> None:
+        """Run one group; an exception becomes an error of the group's unfinished workloads."""
+        before = {w: len(rec.per[w].samples) for w in names if w in rec.per}
+        try:
+            fn()
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            for workload in names:
+                if workload in rec.per and len(rec.per[workload].samples) == before.get(workload, 0):
+                    if rec.per[workload].unavailable is None:
+                        rec.error(workload, message)
+
+
+def run_bench(config: BenchConfig, progress: Optional[TextIO] = sys.stderr) -> BenchResults:
+    """Run every chosen workload on every chosen engine and return the raw results."""
+    config.validate()
+    out = _Progress(progress)
+    subjects, skipped = load_subjects(config.engines, baseline=config.baseline)
+    base = tempfile.mkdtemp(prefix="fastlog-bench-", dir=config.workdir)
+    environment = _environment(base)
+    results: Dict[str, Dict[str, WorkloadResult]] = {
+        s.name: {w: WorkloadResult() for w in config.workloads} for s in subjects
+    }
+    names = ", ".join(s.name for s in subjects) or "(none)"
+    out.write(f"fastlog bench: {names}; workloads: {', '.join(config.workloads)}\n")
+    for name, reason in skipped.items():
+        out.write(f"  skipping engine {name}: {reason}\n")
+    out.write(f"  work directory {base} ({environment['filesystem']}), {config.repeat} repetitions\n")
+    if environment["filesystem"] in ("tmpfs", "ramfs"):
+        out.write("  warning: the work directory is in memory, so fsync costs nothing; "
+                  "use --workdir on a disk for durable figures\n")
+    if REFERENCE not in results:
+        out.write(f"  note: {REFERENCE} is not among the engines, so no ratios can be shown\n")
+    start = time.perf_counter()
+    runner = _Runner(config, out)
+    loop = asyncio.new_event_loop()
+    try:
+        for rep in range(1, config.repeat + 1):
+            for subject in subjects:
+                out.write(f"[{rep}/{config.repeat}] {subject.name:<11}")
+                t0 = time.perf_counter()
+                rec = runner.run_subject(loop, subject, rep, base, results[subject.name])
+                summary = ", ".join(f"{w} {v}" for w, v in rec.done.items()) or "nothing measured"
+                out.write(f" {summary}  ({time.perf_counter() - t0:.1f} s)\n")
+    finally:
+        loop.close()
+        shutil.rmtree(base, ignore_errors=True)
+    elapsed = time.perf_counter() - start
+    for subject in subjects:
+        if subject.is_baseline:
+            continue
+        for workload, result in results[subject.name].items():
+            if workload == "single-sync" and result.unavailable is None and not result.samples and not result.errors:
+                result.unavailable = "the log store has no synchronous single-entry read"
+    return BenchResults(config, environment, subjects, skipped, results, elapsed)
