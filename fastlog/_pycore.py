@@ -9,7 +9,9 @@ segment buffers.
 """
 from __future__ import annotations
 
+import functools
 import operator
+import threading
 import struct
 from bisect import bisect_right
 from collections import namedtuple
@@ -358,6 +360,24 @@ class _Segment:
         return _CRC_FIELD.unpack_from(self.mv, int(self.offsets[k - 1]))[0]
 
 
+def _serialised(method):
+    """Run a LogCore method under the core's lock.
+
+    The compiled core does each call in one step under the GIL; in pure Python
+    a read is many bytecodes, and a truncation or segment drop in another
+    thread could otherwise land in the middle of it (a torn entry, or a read
+    of a closed mapping).
+    """
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
+
 class LogCore:
     """Byte-level core of a segmented log (see :class:`fastlog._core_api.LogCore`)."""
 
@@ -366,6 +386,7 @@ class LogCore:
         if max_payload < 0 or max_payload > FL_MAX_PAYLOAD:
             raise InvalidEntryError(f"max_payload must be in 0..{FL_MAX_PAYLOAD}, got {max_payload}")
         self._max_payload = max_payload
+        self._lock = threading.RLock()
         self._verify_reads = bool(verify_reads)
         self._segs: List[_Segment] = []
         self._firsts: List[int] = []  # first index of each segment, for bisect
@@ -381,6 +402,7 @@ class LogCore:
 
     # -- segment table ---------------------------------------------------
 
+    @_serialised
     def load_segment(self, buf: Any, first_index: int, seed: int, data_start: int) -> ScanResult:
         mv = _byte_view(buf, "segment buffer")
         try:
@@ -404,7 +426,11 @@ class LogCore:
             mv.release()
             raise
         seg = _Segment(buf, mv, first_index, seed, data_start)
-        status = self._scan(seg)
+        try:
+            status = self._scan(seg)
+        except BaseException:
+            mv.release()
+            raise
         self._segs.append(seg)
         self._firsts.append(first_index)
         return ScanResult(seg.count, seg.end, seg.last_crc, status, _nonzero_in(mv, seg.end, seg.size))
@@ -432,6 +458,7 @@ class LogCore:
         seg.mv.release()
         seg.buf = None
 
+    @_serialised
     def drop_last_segment(self) -> None:
         if not self._segs:
             raise InvalidIndexError("no segment to drop")
@@ -439,6 +466,7 @@ class LogCore:
         self._firsts.pop()
         self._release(seg)
 
+    @_serialised
     def drop_first_segment(self) -> None:
         if not self._segs:
             raise InvalidIndexError("no segment to drop")
@@ -489,6 +517,7 @@ class LogCore:
     def check_batch(self, entries: Sequence[Any]) -> int:
         return self._validate(_as_batch(entries))
 
+    @_serialised
     def append(self, entries: Sequence[Any], start: int = 0) -> int:
         entries = _as_batch(entries)
         first = self._validate(entries)
@@ -538,6 +567,7 @@ class LogCore:
         seg.last_crc = crc
         return i
 
+    @_serialised
     def truncate(self, index: int) -> Tuple[int, int]:
         index = _check_u64("index", index)
         if not self._segs:
@@ -567,6 +597,7 @@ class LogCore:
         if seg.mv.readonly:
             raise FastlogError("segment buffer is read-only")
 
+    @_serialised
     def zero(self, pos: int, start: int, end: int) -> None:
         seg = self._segment_at(pos)
         start = _as_int("start", start)
@@ -575,6 +606,7 @@ class LogCore:
         if end > start:
             seg.mv[start:end] = bytes(end - start)
 
+    @_serialised
     def write_at(self, pos: int, offset: int, data: bytes) -> None:
         seg = self._segment_at(pos)
         offset = _as_int("offset", offset)
@@ -585,6 +617,7 @@ class LogCore:
 
     # -- reading ---------------------------------------------------------
 
+    @_serialised
     def set_floor(self, index: int) -> None:
         self._floor = _check_u64("index", index)
 
@@ -630,6 +663,7 @@ class LogCore:
                 raise CorruptionError(f"record {index} has a damaged header", offset=off)
         return _make_entry(index, term, bytes(mv[off + REC_HEADER_SIZE : off + REC_HEADER_SIZE + length]), kind)
 
+    @_serialised
     def get(self, index: int) -> Optional[PyEntry]:
         index = _check_u64("index", index)
         found = self._locate(index)
@@ -638,6 +672,7 @@ class LogCore:
         seg, k = found
         return self._read(seg, k, int(seg.offsets[k]), index)
 
+    @_serialised
     def get_range(self, start: int, end: int) -> List[PyEntry]:
         start = _check_u64("start", start)
         end = _check_u64("end", end)
@@ -660,6 +695,7 @@ class LogCore:
                 index += 1
         return out
 
+    @_serialised
     def term_at(self, index: int) -> Optional[int]:
         index = _check_u64("index", index)
         found = self._locate(index)
@@ -668,6 +704,7 @@ class LogCore:
         seg, k = found
         return int(seg.terms[k])
 
+    @_serialised
     def verify_segment(self, pos: int) -> Tuple[int, int]:
         seg = self._segment_at(pos)
         mv, size = seg.mv, seg.size

@@ -92,6 +92,7 @@ class GroupCommit:
         self._waiters: List[Tuple[int, int, asyncio.Future]] = []  # heap: (needed seq, tiebreak, future)
         self._tiebreak = itertools.count()
         self._inflight: Optional[asyncio.Future] = None
+        self._start_scheduled = False
         self._executor: Optional[ThreadPoolExecutor] = None
         self._error: Optional[BaseException] = None
         self._closed = False
@@ -149,8 +150,16 @@ class GroupCommit:
         fut = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (needed, next(self._tiebreak), fut))
         self.waits += 1
-        self._start_if_idle()
+        if self._inflight is None and not self._start_scheduled:
+            # Start at the end of this turn of the event loop, so that every
+            # writer that is ready to run appends first and shares this flush.
+            self._start_scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_start)
         await fut
+
+    def _scheduled_start(self) -> None:
+        self._start_scheduled = False
+        self._start_if_idle()
 
     def _start_if_idle(self) -> None:
         if self._inflight is not None or not self._waiters:
@@ -180,6 +189,8 @@ class GroupCommit:
             _, _, waiter = heapq.heappop(self._waiters)
             if not waiter.done():
                 waiter.set_result(None)
+        # Those still waiting wrote while this flush ran: start theirs at once,
+        # so the disk stays busy while the woken writers prepare the next batch.
         self._start_if_idle()
 
     def _fail_waiters(self, exc: BaseException, covered: int) -> None:
@@ -190,18 +201,24 @@ class GroupCommit:
                 waiter.set_exception(exc if needed <= covered else _poisoned(exc))
 
     # -- synchronous flush -----------------------------------------------------
-    def flush_sync(self) -> None:
+    def flush_sync(self, on_worker: bool = False) -> None:
         """Flush and block the calling thread until it is done.
 
-        The flush runs on the worker thread like every other one, so it never
-        races a structural operation running there.
+        With ``on_worker`` the flush runs on the worker thread, queued behind
+        whatever runs there; otherwise on the calling thread (``flush_fn``
+        must allow that while a flush runs on the worker).
         """
         self.check()
         target = self._written
         if target <= self._durable:
             return
         try:
-            self._get_executor().submit(self._flush_fn).result()
+            if on_worker:
+                self._get_executor().submit(self._flush_fn).result()
+            else:
+                if self._closed:
+                    raise ClosedError("the log store is closed")
+                self._flush_fn()
         except BaseException as exc:
             self.poison(exc)
             raise
@@ -426,7 +443,10 @@ class FileLogStore:
         if self._read_only and not self._closed:
             return  # nothing was written
         self._check_writable()
-        self._commit.flush_sync()
+        # A structural operation on the worker thread holds the log's writer
+        # lock while it may wait for its flush lock; a flush from here takes
+        # them in the other order, so it queues behind it instead.
+        self._commit.flush_sync(on_worker=bool(self._structural))
 
     async def flush_async(self) -> None:
         """Make every earlier write durable; concurrent callers share one fsync."""

@@ -174,7 +174,7 @@ cdef int _get_buffer(object obj, Py_buffer *view, str what) except -1:
 # ---------------------------------------------------------------------------
 # Entry
 
-@cython.freelist(512)
+@cython.freelist(16384)
 @cython.no_gc
 cdef class Entry:
     """One Raft log entry: immutable, hashable, compared by value.

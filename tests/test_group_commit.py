@@ -166,17 +166,22 @@ def test_failure_goes_to_covered_waiters_and_poisons():
     asyncio.run(main())
 
 
-def test_sync_flush_shares_the_worker_and_counts():
+def test_sync_flush_on_the_worker_and_counts():
     async def main():
         calls = []
         gc = GroupCommit(lambda: calls.append(threading.current_thread().name))
         gc.note_write()
         await gc.wait_durable()
         gc.note_write()
-        gc.flush_sync()
-        gc.flush_sync()  # nothing new
-        assert len(calls) == 2
-        assert calls[0] == calls[1] != threading.current_thread().name
+        gc.flush_sync(on_worker=True)
+        gc.flush_sync(on_worker=True)  # nothing new
+        gc.note_write()
+        gc.flush_sync()  # on this thread
+        assert len(calls) == 3
+        here = threading.current_thread().name
+        assert calls[0] == calls[1] != here
+        assert calls[2] == here
+        assert gc.stats()["durable"] == 3
         gc.close()
 
     asyncio.run(main())

@@ -82,15 +82,15 @@ def _list() -> int:
     print("engines:")
     for s in subjects:
         if s.name == BASELINE:
-            print(f"  {s.name:<12} {s.description}")
+            print(f"  {s.name:<15} {s.description}")
         else:
             role = "peer" if s.is_peer else "fastlog/reference"
-            print(f"  {s.name:<12} [{role}] {s.description}")
+            print(f"  {s.name:<15} [{role}] {s.description}")
     for name, reason in missing.items():
-        print(f"  {name:<12} unavailable: {reason}")
+        print(f"  {name:<15} unavailable: {reason}")
     print("workloads:")
     for w in WORKLOADS.values():
-        print(f"  {w.id:<12} {w.title} [{w.unit}]: {w.description}")
+        print(f"  {w.id:<15} {w.title} [{w.unit}]: {w.description}")
     print("targets:")
     for t in TARGETS:
         print(f"  {t.text}")

@@ -75,6 +75,10 @@ def _extra(workload: str, result: Any) -> str:
     details = result.details
     if not details:
         return ""
+    if workload == "append":
+        first = sorted(d["first_batch_seconds"] for d in details if "first_batch_seconds" in d)
+        if first:
+            return f"1st batch {_seconds(first[len(first) // 2])}"
     if workload == "range":
         per_call = sorted(d["seconds_per_call"] for d in details if "seconds_per_call" in d)
         if per_call:
@@ -247,6 +251,16 @@ def format_targets(results: "BenchResults") -> str:
     return "\n".join(lines)
 
 
+def _axis_label(workload: Workload, value: float) -> str:
+    if value <= 0:
+        return "0"
+    if workload.unit == "s":
+        return _seconds(value)
+    if workload.unit == "B":
+        return f"{value / (1 << 20):.3g} MiB"
+    return _si(value)
+
+
 def write_chart(results: "BenchResults", path: str) -> Optional[str]:
     """Write a PNG bar chart (one panel per workload); return a message instead if matplotlib is missing."""
     try:
@@ -254,6 +268,7 @@ def write_chart(results: "BenchResults", path: str) -> Optional[str]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter
     except ImportError:
         return "matplotlib is not installed (pip install 'fastlog[chart]'): no chart written"
     from pathlib import Path
@@ -274,7 +289,8 @@ def write_chart(results: "BenchResults", path: str) -> Optional[str]:
     cols = 2 if len(panels) > 1 else 1
     rows = math.ceil(len(panels) / cols)
     height_per = max(1.6, 0.32 * max(len(b) for _, b in panels) + 0.9)
-    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, height_per * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, height_per * rows + 0.4), squeeze=False,
+                             layout="constrained")
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
     for ax, (workload, bars) in zip(axes.flat, panels):
@@ -296,6 +312,7 @@ def write_chart(results: "BenchResults", path: str) -> Optional[str]:
             ax.set_xscale("log")
         for y, value in enumerate(values):
             ax.text(value, y, " " + format_value(workload, value), va="center", fontsize=7)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos, w=workload: _axis_label(w, v)))
         better = "higher is better" if workload.higher_is_better else "lower is better"
         ax.set_title(f"{workload.title} ({workload.unit}, {better})", fontsize=9)
         ax.tick_params(labelsize=8)
@@ -306,7 +323,6 @@ def write_chart(results: "BenchResults", path: str) -> Optional[str]:
         f"median of {cfg.repeat} runs (red: wrong data)",
         fontsize=10,
     )
-    fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -394,8 +394,14 @@ class _Runner:
 
     # -- engine groups -----------------------------------------------------------
     async def log_group(self, subject: Subject, path: str, rec: _Recorder) -> None:
-        """append -> disk -> reopen -> range -> single -> single-sync -> truncate -> purge."""
+        """append -> disk -> reopen -> range -> single -> single-sync -> truncate -> purge.
+
+        For an engine that keeps nothing across a reopen (the in-memory
+        reference) the log stays open after the appends, and disk and reopen
+        are not applicable.
+        """
         cfg, n = self.config, self.config.entries
+        persistent = subject.extra.get("persistent", True)
         engine = subject.open(path)
         try:
             store = engine.log_store()
@@ -404,32 +410,37 @@ class _Runner:
             persist = store.persist_entries
             gc.collect()
             t0 = time.perf_counter()
-            for batch in batches:
+            await persist(batches[0])
+            t_first = time.perf_counter()
+            for batch in batches[1:]:
                 await persist(batch)
             dt = time.perf_counter() - t0
-            rec.sample("append", n / dt, seconds=dt, entries=n, batches=len(batches))
+            # The first batch also pays for creating files; shown apart so a
+            # costly first write is visible (it stays in the figure).
+            rec.sample("append", n / dt, seconds=dt, entries=n, batches=len(batches),
+                       first_batch_seconds=t_first - t0)
             problem = self.check_log(store, 1, n)
             if problem:
                 rec.wrong("append", problem)
             store.flush()
-        finally:
-            await engine.close()
-
-        usage = _disk_usage(path)
-        rec.sample("disk", usage["allocated_bytes"] / n, entries=n, **usage)
-
-        gc.collect()
-        t0 = time.perf_counter()
-        engine = subject.open(path)
-        store = engine.log_store()
-        last = store.last_index()
-        dt = time.perf_counter() - t0
-        try:
-            rec.sample("reopen", dt, entries=n)
-            if rec.wants("reopen"):
-                problem = self.check_log(store, 1, n) if last == n else f"last_index() after reopen is {last}, expected {n}"
-                if problem:
-                    rec.wrong("reopen", problem)
+            if persistent:
+                await engine.close()
+                usage = _disk_usage(path)
+                rec.sample("disk", usage["allocated_bytes"] / n, entries=n, **usage)
+                gc.collect()
+                t0 = time.perf_counter()
+                engine = subject.open(path)
+                store = engine.log_store()
+                store.last_index()  # an engine that recovers lazily does it inside the timing
+                dt = time.perf_counter() - t0
+                rec.sample("reopen", dt, entries=n)
+                if rec.wants("reopen"):
+                    problem = self.check_log(store, 1, n)
+                    if problem:
+                        rec.wrong("reopen", f"after reopen: {problem}")
+            else:
+                for workload in ("disk", "reopen"):
+                    rec.unavailable(workload, "the engine keeps nothing across a reopen")
             if rec.wants("range"):
                 await self.range_reads(store, rec)
             if rec.wants("single"):

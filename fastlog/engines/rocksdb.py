@@ -75,23 +75,21 @@ class RocksLogStore(BaseLogStore):
         del it
         self._set_loaded_state(first, last, decode_boundary(db.get(_BOUNDARY_KEY), path))
 
-    def _batch(self) -> Any:
-        wb = WriteBatch(raw_mode=True)
-        wb.set_default_column_family(self._log_cf)
-        return wb
-
+    # Every batch operation names its column family explicitly: rocksdict's
+    # WriteBatch.delete_range ignores set_default_column_family.
     def _write_batch(self, delete_from: Optional[int], batch: List[Any]) -> None:
-        wb = self._batch()
+        wb = WriteBatch(raw_mode=True)
+        cf = self._log_cf
         if delete_from is not None:
-            wb.delete_range(KEY.pack(delete_from), _KEY_END)
+            wb.delete_range(KEY.pack(delete_from), _KEY_END, cf)
         put, pack_key, pack_header = wb.put, KEY.pack, VALUE_HEADER.pack
         for e in batch:
-            put(pack_key(e.index), pack_header(e.term, e.kind) + e.payload)
+            put(pack_key(e.index), pack_header(e.term, e.kind) + e.payload, cf)
         self._db.write(wb, self._write_opt)
 
     def _delete_from(self, index: int) -> None:
-        wb = self._batch()
-        wb.delete_range(KEY.pack(index), _KEY_END)
+        wb = WriteBatch(raw_mode=True)
+        wb.delete_range(KEY.pack(index), _KEY_END, self._log_cf)
         self._db.write(wb, self._write_opt)
 
     def _purge_upto(self, cutoff: LogId) -> None:

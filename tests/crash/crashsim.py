@@ -421,105 +421,108 @@ class PowerLossRecorder:
 ZERO_PAGE = bytes(PAGE)
 
 
-class _FileChoices:
-    """The page versions a file may hold after a crash."""
+class PagePool:
+    """Interns page contents so an image is a cheap tuple of small integers."""
 
-    def __init__(self, durable: Optional[bytes], versions: Tuple[bytes, ...]):
+    def __init__(self) -> None:
+        self.ids: Dict[bytes, int] = {}
+        self.pages: List[bytes] = []
+
+    def id(self, page: bytes) -> int:
+        pid = self.ids.get(page)
+        if pid is None:
+            pid = len(self.pages)
+            self.ids[page] = pid
+            self.pages.append(page)
+        return pid
+
+
+class _FileChoices:
+    """The sizes and page versions a file may hold after a crash.
+
+    ``pages[p]`` lists the page ids page ``p`` may hold, its durable version first.
+    """
+
+    def __init__(self, pool: PagePool, durable: Optional[bytes], versions: Tuple[bytes, ...]):
         cands: List[bytes] = []
         if durable is not None:
             cands.append(durable)
         for v in versions:
             if v not in cands:
                 cands.append(v)
-        self.never_synced = durable is None
-        self.latest = versions[-1] if versions else (durable or b"")
-        self.oldest = b"" if durable is None else durable
-        sizes = []
+        latest = versions[-1] if versions else (durable or b"")
+        sizes: List[int] = []
         for c in ([b""] if durable is None else []) + cands:
             if len(c) not in sizes:
                 sizes.append(len(c))
-        self.sizes = sizes
-        max_size = max(sizes) if sizes else 0
-        self.npages = (max_size + PAGE - 1) // PAGE
-        self.pages: List[List[bytes]] = []
-        for p in range(self.npages):
-            opts: List[bytes] = []
+        self.sizes = sizes  # the durable size first
+        self.latest_size = len(latest)
+        npages = (max(sizes) + PAGE - 1) // PAGE if sizes else 0
+        self.pages: List[List[int]] = []
+        self.latest: List[int] = []
+        for p in range(npages):
+            opts: List[int] = []
             if durable is None or len(durable) <= p * PAGE:
-                opts.append(ZERO_PAGE)
+                opts.append(pool.id(ZERO_PAGE))  # never written: reads as zeros
             for c in cands:
                 page = c[p * PAGE:(p + 1) * PAGE]
                 if len(page) < PAGE:
                     page = page + bytes(PAGE - len(page))
-                if page not in opts:
-                    opts.append(page)
+                pid = pool.id(page)
+                if pid not in opts:
+                    opts.append(pid)
             self.pages.append(opts)
-        # the durable version of each page comes first in its option list
-        self.varying = [p for p in range(self.npages) if len(self.pages[p]) > 1]
+            lat = latest[p * PAGE:(p + 1) * PAGE]
+            self.latest.append(pool.id(lat + bytes(PAGE - len(lat))))
+        self.varying = [p for p in range(npages) if len(self.pages[p]) > 1]
 
-    def build(self, size: int, pick: Dict[int, bytes]) -> bytes:
-        out = bytearray()
-        for p in range((size + PAGE - 1) // PAGE):
-            out += pick.get(p, self.pages[p][0] if self.pages[p] else ZERO_PAGE)
-        return bytes(out[:size])
-
-    def latest_pages(self) -> Dict[int, bytes]:
-        lat = self.latest
-        res = {}
-        for p in self.varying:
-            page = lat[p * PAGE:(p + 1) * PAGE]
-            res[p] = page + bytes(PAGE - len(page))
-        return res
+    def spec(self, size: int, pick: Dict[int, int]) -> Tuple[int, Tuple[int, ...]]:
+        n = (size + PAGE - 1) // PAGE
+        return (size, tuple(pick.get(p, self.pages[p][0]) for p in range(n)))
 
 
-def _tear(rng: random.Random, options: List[bytes]) -> bytes:
+# An image: ((name, size, page ids), ...) in listing order.
+ImageSpec = Tuple[Tuple[str, int, Tuple[int, ...]], ...]
+
+
+def _tear(rng: random.Random, pool: PagePool, options: List[int]) -> int:
     out = bytearray()
     for s in range(PAGE // SECTOR):
-        src = rng.choice(options)
+        src = pool.pages[rng.choice(options)]
         out += src[s * SECTOR:(s + 1) * SECTOR]
-    return bytes(out)
+    return pool.id(bytes(out))
 
 
-def crash_images(point: CrashPoint, rng: random.Random, limit: int) -> Iterator[Dict[str, bytes]]:
-    """Up to ``limit`` distinct directories (name -> content) a crash at ``point`` may leave."""
-    choices = {fid: _FileChoices(*point.files[fid]) for fid in point.files}
-    seen: set = set()
+def crash_images(point: CrashPoint, rng: random.Random, limit: int, pool: Optional[PagePool] = None) -> Iterator[ImageSpec]:
+    """Up to ``limit`` distinct images a crash at ``point`` may leave (see :func:`materialize`).
 
-    def image(listing_idx: int, mode: str, k: int = 0) -> Dict[str, bytes]:
-        listing = point.listings[listing_idx]
-        out: Dict[str, bytes] = {}
-        for name, fid in listing:
+    Structured images come first (all durable, all latest, each listing,
+    write-back in file order and in reverse order), then random ones, about a
+    third of them with one page torn at sector granularity.
+    """
+    pool = pool if pool is not None else PagePool()
+    choices = {fid: _FileChoices(pool, *point.files[fid]) for fid in point.files}
+
+    def image(listing_idx: int, mode: str, k: int = 0) -> ImageSpec:
+        out = []
+        for name, fid in point.listings[listing_idx]:
             ch = choices[fid]
             if mode == "old":
-                size = ch.sizes[0]
-                pick: Dict[int, bytes] = {}
+                size, pick = ch.sizes[0], {}
             elif mode == "new":
-                size = len(ch.latest)
-                pick = ch.latest_pages()
+                size, pick = ch.latest_size, {p: ch.latest[p] for p in ch.varying}
             elif mode == "prefix":  # sequential write-back: the first k varying pages are new
-                size = len(ch.latest)
-                lat = ch.latest_pages()
-                pick = {p: lat[p] for p in ch.varying[:k]}
+                size, pick = ch.latest_size, {p: ch.latest[p] for p in ch.varying[:k]}
             elif mode == "suffix":  # the last pages written back first
-                size = len(ch.latest)
-                lat = ch.latest_pages()
-                pick = {p: lat[p] for p in ch.varying[len(ch.varying) - k:]} if k else {}
+                size, pick = ch.latest_size, ({p: ch.latest[p] for p in ch.varying[len(ch.varying) - k:]} if k else {})
             else:  # random
-                size = rng.choice(ch.sizes) if rng.random() < 0.3 else len(ch.latest)
-                pick = {}
-                for p in ch.varying:
-                    pick[p] = rng.choice(ch.pages[p])
+                size = rng.choice(ch.sizes) if rng.random() < 0.3 else ch.latest_size
+                pick = {p: rng.choice(ch.pages[p]) for p in ch.varying}
                 if ch.varying and rng.random() < 0.35:
                     p = rng.choice(ch.varying)
-                    pick[p] = _tear(rng, ch.pages[p])
-            out[name] = ch.build(size, pick)
-        return out
-
-    def key(img: Dict[str, bytes]) -> bytes:
-        h = hashlib.blake2b(digest_size=16)
-        for name in sorted(img):
-            h.update(name.encode() + b"\0" + struct.pack("<Q", len(img[name])))
-            h.update(img[name])
-        return h.digest()
+                    pick[p] = _tear(rng, pool, ch.pages[p])
+            out.append((name,) + ch.spec(size, pick))
+        return tuple(out)
 
     last = len(point.listings) - 1
     plan: List[Tuple[int, str, int]] = [(last, "new", 0), (0, "old", 0), (last, "old", 0), (0, "new", 0)]
@@ -530,41 +533,41 @@ def crash_images(point: CrashPoint, rng: random.Random, limit: int) -> Iterator[
     for li in range(1, last):
         plan.append((li, "new", 0))
         plan.append((li, "old", 0))
+    seen: set = set()
     produced = 0
     for li, mode, k in plan:
         if produced >= limit:
             return
         img = image(li, mode, k)
-        kk = key(img)
-        if kk not in seen:
-            seen.add(kk)
+        if img not in seen:
+            seen.add(img)
             produced += 1
             yield img
     misses = 0
     while produced < limit and misses < 4 * limit + 20:
-        li = rng.randrange(len(point.listings))
-        img = image(li, "random")
-        kk = key(img)
-        if kk in seen:
+        img = image(rng.randrange(len(point.listings)), "random")
+        if img in seen:
             misses += 1
             continue
-        seen.add(kk)
+        seen.add(img)
         produced += 1
         yield img
 
 
-def image_key(img: Dict[str, bytes]) -> bytes:
-    h = hashlib.blake2b(digest_size=16)
-    for name in sorted(img):
-        h.update(name.encode() + b"\0" + struct.pack("<Q", len(img[name])))
-        h.update(img[name])
-    return h.digest()
+def materialize(spec: ImageSpec, pool: PagePool) -> Dict[str, bytes]:
+    """The files (name -> bytes) of an image."""
+    return {name: b"".join(pool.pages[p] for p in pages)[:size] for name, size, pages in spec}
 
 
 def write_image(img: Dict[str, bytes], path: Path) -> None:
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
+    """Make directory ``path`` hold exactly the files of ``img``."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in os.listdir(path):
+        full = path / name
+        if full.is_dir():
+            shutil.rmtree(full)
+        else:
+            os.unlink(full)
     for name, data in img.items():
         with open(path / name, "wb") as f:
             f.write(data)
@@ -679,19 +682,19 @@ def check_points(
     if not points:
         return stats
     rng = random.Random(seed)
-    cache: Dict[bytes, Recovered] = {}
+    pool = PagePool()
+    cache: Dict[ImageSpec, Recovered] = {}
     per_point = max(2, budget // len(points))
     extra = max(0, budget - per_point * len(points))
-    img_dir = scratch / "image"
-    with syncs_disabled():
+    with syncs_disabled(), _image_dir(scratch) as img_dir:
         for n, point in enumerate(points):
             limit = per_point + (1 if n < extra else 0)
-            for img in crash_images(point, rng, limit):
-                k = image_key(img)
-                got = cache.get(k)
+            for spec in crash_images(point, rng, limit, pool):
+                got = cache.get(spec)
                 if got is None:
+                    img = materialize(spec, pool)
                     got = _reopen(img, img_dir, open_options, check_hard_state, len(cache) % reopen_twice_every == 0)
-                    cache[k] = got
+                    cache[spec] = got
                     stats.distinct_images += 1
                 stats.images += 1
                 why = model.check(got, point.position, check_hard_state=check_hard_state)
@@ -702,6 +705,7 @@ def check_points(
                 stats.failed += 1
                 if len(stats.failures) < max_failures:
                     saved = scratch / f"failed-{len(stats.failures)}"
+                    img = materialize(spec, pool)
                     write_image(img, saved)
                     sizes = {name: len(v) for name, v in img.items()}
                     stats.failures.append(
@@ -709,6 +713,19 @@ def check_points(
                         f"  image files {sizes} kept in {saved}"
                     )
     return stats
+
+
+@contextlib.contextmanager
+def _image_dir(scratch: Path) -> Iterator[Path]:
+    """A scratch directory for images, in memory when /dev/shm is available."""
+    import tempfile
+
+    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else str(scratch)
+    d = Path(tempfile.mkdtemp(prefix="fastlog-crash-", dir=base))
+    try:
+        yield d / "log"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _reopen(img: Dict[str, bytes], img_dir: Path, open_options: Dict[str, Any], hard_state: bool, twice: bool) -> Recovered:
