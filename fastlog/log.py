@@ -57,6 +57,7 @@ STATE_FILE = "STATE"
 LOCK_FILE = "LOCK"
 _STATE_BODY = struct.Struct("<QBQQQ")  # generation, has_purge, purge index, purge term, reserved
 _ZERO_CHUNK = 1 << 16
+_PREFAULT_AHEAD = 256 << 10  # keep this much of the mapping pre-faulted ahead of the end
 
 
 def _check_index(name: str, value: object) -> int:
@@ -198,10 +199,11 @@ class Log:
         return found
 
     def _read_header(self, path: str) -> Optional[SegmentHeader]:
-        """The verified header, or None when the header is all zero."""
+        """The verified header, or None when the header is all zero (or the file is
+        shorter than a header and all zero: created, but not yet preallocated)."""
         with open(path, "rb") as f:
             raw = f.read(64)
-        if len(raw) == 64 and raw == bytes(64):
+        if raw == bytes(len(raw)):
             return None
         return decode_segment_header(raw, self._crc32c, path)
 
@@ -221,10 +223,15 @@ class Log:
         for i, (first, path) in enumerate(files):
             hdr = self._read_header(path)
             if hdr is None:
-                if i == len(files) - 1:
-                    stale.append(path)  # crashed while being created
-                    continue
-                raise CorruptionError("segment header is zero but later segments exist", path, 0)
+                # Crashed while this segment was being created: its header never
+                # reached the disk, so neither did anything after it -- unless a
+                # later segment claims durable data.
+                for _, later_path in files[i + 1 :]:
+                    later = self._read_header(later_path)
+                    if later is not None and later.generation >= self._generation and later.synced_end > later.data_start:
+                        raise CorruptionError("segment header is zero but later segments hold durable data", path, 0)
+                stale.extend(p for _, p in files[i:])
+                break
             if hdr.generation < self._generation:
                 stale.append(path)  # left over from a reset
                 continue
@@ -476,7 +483,17 @@ class Log:
             first = core.check_batch(entries)
             self._make_room_for(first)
             n = len(entries)
-            pos = core.append(entries, 0) if self._segments else 0
+            if self._segments:
+                seg = self._segments[-1]
+                if seg.populated < seg.size:
+                    seg.prefault(core.segment_info(-1)[2] + _PREFAULT_AHEAD)
+                pos = core.append(entries, 0)
+            else:
+                pos = 0
+            if pos:
+                # This segment may not be the last one once the batch rolls over:
+                # mark it now or the next flush would skip its new records.
+                self._segments[-1].dirty = True
             try:
                 while pos < n:
                     self._roll_over(first if not self._segments else None)
@@ -585,6 +602,12 @@ class Log:
         """Remove every entry with index <= ``cutoff.index`` and persist the boundary."""
         if not isinstance(cutoff, LogId):
             raise EntryTypeError(f"cutoff must be a LogId, not {type(cutoff).__name__}")
+        b = self._boundary
+        if b is None or cutoff.index > b.index:
+            # The new boundary is durable as soon as STATE is written; the entries
+            # it lies among must be durable first, or a crash could pair it with
+            # the entries of an earlier, unflushed state (e.g. before a replace).
+            self.flush()
         with self._wlock:
             self._check_writable()
             b = self._boundary

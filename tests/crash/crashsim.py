@@ -250,13 +250,14 @@ class CrashPoint:
 class PowerLossRecorder:
     """Watches one directory and freezes crash points (see the module docstring)."""
 
-    def __init__(self, root: Path, model: LogModel, *, ignore_data_syncs: bool = False, real_syncs: bool = False):
+    def __init__(self, root: Path, model: LogModel, *, ignore: Sequence[str] = (), real_syncs: bool = False):
         self.root = Path(root)
+        # Harness self-tests: pretend these calls made nothing durable.
+        self.ignore = frozenset(ignore)
         # The model decides what is durable, so the real system calls are only
         # worth their cost when a test wants them.
         self.real_syncs = real_syncs
         self.model = model
-        self.ignore_data_syncs = ignore_data_syncs  # harness self-test: pretend fdatasync did nothing
         self.tracks: Dict[int, FileTrack] = {}
         self.ino_fid: Dict[int, int] = {}
         self._gone: Dict[int, int] = {}  # inode -> file id of files no longer listed
@@ -352,7 +353,7 @@ class PowerLossRecorder:
         data = self._read_fd(fd)
         result = real(fd) if self.real_syncs else None  # an error means nothing became durable
         fid = self._fid_of_fd(fd)
-        if fid is not None and not (self.ignore_data_syncs and name == "fdatasync"):
+        if fid is not None and name not in self.ignore:
             t = self.tracks[fid]
             t.durable = data
             t.versions = [data]
@@ -366,7 +367,8 @@ class PowerLossRecorder:
         self.observe("before fsync_dir")
         listing = self.listings[-1]
         result = real(path) if self.real_syncs else None
-        self.listings = [listing]
+        if "fsync_dir" not in self.ignore:
+            self.listings = [listing]
         self.observe("after fsync_dir")
         return result
 
@@ -754,22 +756,33 @@ _SUMMARY_PLUGIN = "fastlog-robustness-counts"
 
 
 class _Summary:
+    """Adds up counts per topic and shows them at the end of the pytest run."""
+
     def __init__(self) -> None:
-        self.lines: List[str] = []
+        self.topics: Dict[str, Tuple[str, Dict[str, int]]] = {}
+
+    def add(self, topic: str, template: str, counts: Dict[str, int]) -> None:
+        _tmpl, totals = self.topics.setdefault(topic, (template, {}))
+        for k, v in counts.items():
+            totals[k] = totals.get(k, 0) + v
+
+    def lines(self) -> List[str]:
+        return [f"{topic}: " + template.format(**totals) for topic, (template, totals) in self.topics.items()]
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if self.lines:
+        if self.topics:
             terminalreporter.section("fastlog robustness counts")
-            for line in self.lines:
+            for line in self.lines():
                 terminalreporter.write_line(line)
 
 
-def report(config: Any, line: str) -> None:
-    """Show ``line`` in the terminal summary (whatever the capture mode) and on stdout."""
-    print(line)
+def report(config: Any, topic: str, template: str, **counts: int) -> None:
+    """Add ``counts`` to ``topic``'s totals, shown in the terminal summary whatever the
+    capture mode (``template`` formats the totals, e.g. ``"{images} images"``)."""
+    print(f"{topic}: " + template.format(**counts))
     pm = config.pluginmanager
     plugin = pm.get_plugin(_SUMMARY_PLUGIN)
     if plugin is None:
         plugin = _Summary()
         pm.register(plugin, _SUMMARY_PLUGIN)
-    plugin.lines.append(line)
+    plugin.add(topic, template, counts)

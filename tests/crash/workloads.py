@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import fastlog
 from fastlog import EntryKind, HardState, LogId, VotedFor
@@ -166,7 +166,28 @@ def scripted_workloads() -> Dict[str, Any]:
         d.append(12, [2999])
         d.flush()
 
+    def batch_spans_rollover(d: Driver) -> None:
+        # The segment a batch starts in must be synced too, not just the new one.
+        d.append(5, [3000])
+        d.flush()
+        d.flush()  # no header update pending: only the batch marks the segment dirty
+        d.append(30, [3000])
+        d.flush()
+        d.append(1, [10])
+
+    def purge_after_unflushed_replace(d: Driver) -> None:
+        # A durable purge boundary must never be paired with entries older than
+        # the replace that came before it.
+        d.append(12, [900])
+        d.flush()
+        d.replace(3, 6, [900])
+        d.purge(5)
+        d.append(3, [900])
+        d.flush()
+
     return {
+        "batch_spans_rollover": batch_spans_rollover,
+        "purge_after_unflushed_replace": purge_after_unflushed_replace,
         "rollover": rollover,
         "truncate_across_segments": truncate_across_segments,
         "replace_suffix": replace_suffix,
@@ -183,13 +204,13 @@ def record(
     sync: str = "none",
     implementation: Optional[str] = None,
     with_meta: bool = False,
-    ignore_data_syncs: bool = False,
+    ignore: Sequence[str] = (),
     reopen_midway: bool = False,
 ) -> tuple:
     """Run ``body(driver)`` under a recorder; return (recorder, model)."""
     root.mkdir(parents=True, exist_ok=True)
     model = LogModel()
-    rec = PowerLossRecorder(root, model, ignore_data_syncs=ignore_data_syncs)
+    rec = PowerLossRecorder(root, model, ignore=ignore)
     with rec.installed():
         log = fastlog.Log(str(root), segment_size=SEGMENT_SIZE, sync=sync, implementation=implementation)
         meta = FileMetaStore(str(root)) if with_meta else None
