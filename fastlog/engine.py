@@ -36,7 +36,8 @@ fsync or delete files -- flushes, truncate, purge, reset, and appends that
 replace a suffix (or start an empty log at some other index) -- runs on one
 worker thread, in submission order.  While such a structural operation is
 queued or running, new appends wait for it, so the log never has two writers
-at once and the event loop never waits for the disk.
+at once and the event loop never waits for an fsync.  (Starting a new segment
+preallocates it inline; that is an allocation, not a sync.)
 """
 from __future__ import annotations
 
@@ -228,10 +229,13 @@ class GroupCommit:
     # -- shutdown --------------------------------------------------------------
     async def drain(self) -> None:
         """Wait until the worker thread is idle and nobody waits for a flush."""
-        while self._executor is not None:
-            barrier = self.submit(_nothing)
-            await asyncio.shield(barrier)
-            if self._inflight is None:
+        while True:
+            self._start_if_idle()  # a flush that was about to start
+            if self._executor is None:
+                return  # nothing ever ran on the worker
+            # Everything queued on the worker before the barrier is done after it.
+            await asyncio.shield(self.submit(_nothing))
+            if self._inflight is None and not self._waiters:
                 return
 
     def close(self) -> None:
@@ -359,10 +363,12 @@ class FileLogStore:
             self._check_writable()
         log = self._log
         first = getattr(entries[0], "index", None)
-        if type(first) is int and first == log.last_index() + 1:
+        if type(first) is int and first == log.last_index() + 1 and (log.first_index() or not log.segments()):
             # The common case: a pure append, a copy into the mapping, done
             # before this coroutine first yields (so a caller that picks
             # last_index() + 1 and persists cannot race another such caller).
+            # (A log holding only unreadable segments would delete them first:
+            # that goes to the worker thread below.)
             try:
                 log.append(entries)
             except BaseException as exc:
@@ -379,7 +385,8 @@ class FileLogStore:
 
         After a crash the log is the old one or the new one, never a mix.  The
         new entries must start at or below ``from_index`` (they normally start
-        at it), unless nothing at or above ``from_index`` exists.
+        at it), unless nothing at or above ``from_index`` is stored (then this is
+        a plain append).
         """
         self._check_writable()
         _check_index("from_index", from_index)
@@ -402,9 +409,9 @@ class FileLogStore:
         first = getattr(new_entries[0], "index", None)
         if type(first) is not int:
             raise EntryTypeError(f"new_entries must hold Entry objects, not {type(new_entries[0]).__name__}")
-        if first > from_index and from_index <= log.last_index():
-            # Cutting at from_index and appending from a higher index would be
-            # two steps (not atomic) and would leave a gap.
+        if first > from_index and log.first_index() and from_index <= log.last_index():
+            # Entries at or above from_index exist: cutting them and appending
+            # from a higher index would be two steps (not atomic) and leave a gap.
             raise InvalidIndexError(
                 f"new entries start at {first}, above from_index {from_index}: that would leave a gap"
             )

@@ -19,6 +19,7 @@ import mmap
 import os
 import struct
 import threading
+import time
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -92,6 +93,7 @@ class Log:
         verify_reads: bool = False,
         stop_at_damage: bool = False,
         implementation: Optional[str] = None,
+        claim_interval: float = 0.05,
     ) -> None:
         if isinstance(segment_size, bool) or not isinstance(segment_size, int):
             raise EntryTypeError("segment_size must be an int")
@@ -124,6 +126,11 @@ class Log:
         self._wlock = threading.RLock()
         self._sync_lock = threading.Lock()
         self._trunc_low: Optional[int] = None  # lowest truncation point since the last flush snapshot
+        # The synced_end claim in the active segment's header is refreshed at most
+        # this often: each refresh dirties the header page, which costs the next
+        # fsync a second page write.  close() always makes the claims exact.
+        self._claim_interval = claim_interval
+        self._last_claim_time = 0.0
         self._closed = True
         self._poisoned: Optional[BaseException] = None
         self._dir_dirty = False
@@ -501,9 +508,12 @@ class Log:
                     if new_pos == pos:
                         raise EntryTooLargeError(f"entry {pos} does not fit in an empty segment")
                     pos = new_pos
-            except StorageFullError:
+            except OSError:
+                # A full disk, or a directory that refuses a new file (EROFS,
+                # EACCES, EIO): take back the part that fitted, so the batch is
+                # all or nothing.
                 if pos:
-                    self._truncate_locked(first)  # take back the part that fitted
+                    self._truncate_locked(first)
                 raise
             self._segments[-1].dirty = True
         if self._sync_always:
@@ -696,14 +706,21 @@ class Log:
             finally:
                 for t in targets:
                     os.close(t[1])
+            now = time.monotonic()
+            claimed = False
             with self._wlock:
                 for seg, _, end, claim, epoch in targets:
                     if seg.epoch != epoch or seg not in self._segments:
                         continue  # truncated or dropped meanwhile: its claim was handled there
                     seg.claim_synced = max(seg.claim_synced, claim)
-                    if end > seg.claim_written:
+                    if end > seg.claim_written and (
+                        now - self._last_claim_time >= self._claim_interval or seg is not self._segments[-1]
+                    ):
                         # Lazily durable: reaches the disk with this segment's next sync.
                         self._write_claim(self._segments.index(seg), seg, end)
+                        claimed = True
+                if claimed:
+                    self._last_claim_time = now
                 if self._trunc_low is not None:
                     last = min(last, self._trunc_low - 1)
                 if last > self._durable_index:
@@ -752,6 +769,11 @@ class Log:
             return
         try:
             if not self._read_only and self._poisoned is None:
+                with self._wlock:
+                    self._last_claim_time = float("-inf")
+                    for pos, seg in enumerate(self._segments):
+                        if self._core.segment_info(pos)[2] > seg.claim_written:
+                            seg.dirty = True  # sync it so its claim can be brought up to date
                 self.flush()
                 if any(s.header_dirty for s in self._segments):
                     self.flush()  # the claims written by the first flush

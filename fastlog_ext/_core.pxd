@@ -67,6 +67,7 @@ cdef struct Segment:
 
 # A batch entry gathered with the GIL held, so frames can be encoded without it.
 cdef struct BatchItem:
+    PyObject *owner       # a reference to the payload bytes, held while encoding
     const uint8_t *data
     uint64_t index
     uint64_t term
@@ -74,32 +75,34 @@ cdef struct BatchItem:
     uint8_t kind
 
 
+# Field layout of the extension types (their behaviour is in _core.pyx).
 cdef class Entry:
     cdef readonly uint64_t index
     cdef readonly uint64_t term
     cdef readonly bytes payload
     cdef readonly object kind
-    cdef uint8_t kind_code
+    cdef uint8_t kind_code    # int(kind), for the encoder
 
 
 cdef class LogCore:
-    cdef Segment **segs
-    cdef Py_ssize_t nsegs
+    cdef Segment **segs       # attached segments in index order; each allocated on its own,
+    cdef Py_ssize_t nsegs     # so a pointer held without the GIL survives table growth
     cdef Py_ssize_t segs_cap
-    cdef Py_ssize_t last_hit
-    cdef uint64_t _floor
+    cdef Py_ssize_t last_hit  # segment of the last lookup, tried before a binary search
+    cdef uint64_t _floor      # indexes below read as missing
     cdef uint32_t _max_payload
     cdef bint _verify_reads
-    cdef int busy
-    cdef BatchItem *scratch
+    cdef int _busy        # calls running with the GIL released (see _enter)
+    cdef BatchItem *scratch   # append's gathered batch (used only inside its busy section)
     cdef size_t scratch_cap
 
-    cdef int _check_idle(self, str what) except -1
+    cdef int _enter(self, str what) except -1
     cdef Py_ssize_t _pos(self, object pos) except -1
     cdef bint _bounds(self, uint64_t *lo, uint64_t *hi) noexcept
     cdef Py_ssize_t _find(self, uint64_t index) noexcept
     cdef Entry _read(self, Segment *s, size_t k)
-    cdef int _validate(self, PyObject **items, Py_ssize_t n, uint64_t *first) except -1
-    cdef int _gather(self, PyObject **items, Py_ssize_t start, Py_ssize_t n, BatchItem *out,
-                     size_t *total) except -1
+    cdef int _check_entries(self, PyObject **items, Py_ssize_t n, Py_ssize_t gather_from,
+                            BatchItem *out, Py_ssize_t *gathered, uint64_t *first,
+                            size_t *total) except -1
+    cdef bint _clamp(self, uint64_t *a, uint64_t *b) noexcept
     cdef int _check_span(self, Segment *s, object start, object end) except -1

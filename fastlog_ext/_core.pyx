@@ -2,8 +2,9 @@
 """Compiled byte core of fastlog: the ``Entry`` type and ``LogCore``.
 
 Implements the contract of :mod:`fastlog._core_api` with the C core of
-``fastlog_core.h`` (CRC-32C, framing, scanning).  Behaviour is identical to the
-pure-Python core :mod:`fastlog._pycore`; only the speed differs.
+``fastlog_core.h`` (CRC-32C, framing, scanning).  Results, scan statuses and
+exceptions are those of the pure-Python core :mod:`fastlog._pycore`, which
+reads and writes the same bytes.
 
 Each attached segment keeps an exported buffer of its mapping (which also stops
 the mapping from being closed underneath us) and two C arrays with the byte
@@ -17,18 +18,20 @@ from cpython.exc cimport PyErr_Clear, PyErr_Occurred
 from cpython.list cimport PyList_CheckExact, PyList_New, PyList_SET_ITEM
 from cpython.number cimport PyNumber_Index
 from cpython.object cimport PyObject
-from cpython.ref cimport Py_INCREF
+from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.sequence cimport PySequence_Check, PySequence_Fast, PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_CheckExact
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy, memset
 
+import mmap as _mmap
 from collections import namedtuple
 
-# Bound before importing fastlog: importing this module first runs the fastlog
-# package, which imports this (still partial) module back and reads
-# IMPLEMENTATION, Entry and LogCore (the types exist before any module code).
+# Bound before the fastlog imports below: when this module is imported before
+# the fastlog package, importing fastlog runs its __init__, which imports this
+# (still partial) module back and reads IMPLEMENTATION and Entry.  Extension
+# types such as Entry already exist before any module-level code runs.
 IMPLEMENTATION = "c"
 
 from fastlog._types import EntryKind, LogId, PyEntry
@@ -42,6 +45,30 @@ from fastlog.errors import (
 )
 
 
+cdef extern from *:
+    """
+    #include <errno.h>
+    #if defined(__linux__)
+    #include <sys/mman.h>
+    #ifndef MADV_POPULATE_WRITE
+    #define MADV_POPULATE_WRITE 23  /* Linux 5.14+; older kernels answer EINVAL */
+    #endif
+    #endif
+    /* Fault pages in for writing without changing their contents; -1 when
+       the platform or kernel cannot. */
+    static int fastlog_populate_write(void *addr, size_t len) {
+    #if defined(__linux__)
+        return madvise(addr, len, MADV_POPULATE_WRITE);
+    #else
+        (void)addr; (void)len;
+        errno = EINVAL;
+        return -1;
+    #endif
+    }
+    """
+    int fastlog_populate_write(void *addr, size_t length) nogil
+
+
 cdef extern from "Python.h":
     # Declared here without an exception clause: the callers turn an overflow
     # into fastlog's own InvalidIndexError.
@@ -50,6 +77,22 @@ cdef extern from "Python.h":
     bint PyLong_CheckExact(object o)
     bint PyBool_Check(object o)
 
+
+__all__ = [
+    "IMPLEMENTATION",
+    "Entry",
+    "LogCore",
+    "ScanResult",
+    "crc32c",
+    "crc32c_hw_available",
+    "frame_size",
+    "prefault",
+    "FL_MAX_PAYLOAD",
+]
+
+# Hard cap of the format on a payload length (engines configure lower limits);
+# bound through globals() because the name is also the C constant.
+globals()["FL_MAX_PAYLOAD"] = FL_MAX_PAYLOAD
 
 ScanResult = namedtuple("ScanResult", ["count", "end", "last_crc", "status", "nonzero_after"])
 ScanResult.__doc__ = "What LogCore.load_segment found in a segment."
@@ -174,13 +217,19 @@ cdef int _get_buffer(object obj, Py_buffer *view, str what) except -1:
 # ---------------------------------------------------------------------------
 # Entry
 
+# A large free list: reading a range creates (and the caller later frees) one
+# Entry per record, and recycling them here instead of in the object allocator
+# keeps its arenas from being unmapped and faulted in again on every range
+# (several times faster for 10,000-entry ranges).  At most ~1 MiB is kept.
 @cython.freelist(16384)
 @cython.no_gc
+@cython.embedsignature(False)  # the docstring carries the signature, in the form inspect reads
 cdef class Entry:
-    """One Raft log entry: immutable, hashable, compared by value.
+    """Entry(index, term, payload=b'', kind=EntryKind.COMMAND)
+--
 
-    ``Entry(index, term, payload=b"", kind=EntryKind.COMMAND)``
-    """
+One Raft log entry: immutable, hashable, compared by value.
+"""
 
     def __init__(self, index, term, payload=b"", kind=_KIND_COMMAND):
         cdef uint64_t i, t
@@ -277,6 +326,47 @@ def crc32c_hw_available():
     return fl_crc32c_hw_available() != 0
 
 
+def frame_size(payload_len):
+    """Bytes taken by a framed record holding ``payload_len`` payload bytes."""
+    cdef size_t n
+    _to_span(payload_len, "payload_len", FL_MAX_PAYLOAD, &n)
+    return fl_frame_size(<uint32_t>n)
+
+
+def prefault(buf, start=0, end=None):
+    """Fault in ``buf[start:end]`` for writing ahead of time, with the GIL released.
+
+    The first write to each page of a fresh file mapping costs a page fault
+    (microseconds each for preallocated, never-written file blocks).  Calling
+    this on a segment before appending to it, e.g. from a background thread
+    while the previous segment is still being filled, takes that cost off the
+    append path.  Contents are never changed, so it is safe on a segment that
+    is being written at the same time.  Returns False when the platform cannot
+    do it (the call is only advice).
+    """
+    cdef Py_buffer view
+    cdef size_t a, b, page
+    cdef uintptr_t lo, hi
+    cdef int rc
+    try:
+        PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
+    except (TypeError, BufferError):
+        raise EntryTypeError(f"buf must be a writable buffer, not {type(buf).__name__}") from None
+    try:
+        _to_span(start, "start", <size_t>view.len, &a)
+        _to_span(view.len if end is None else end, "end", <size_t>view.len, &b)
+        if b <= a:
+            return True
+        page = <size_t>_mmap.PAGESIZE
+        lo = (<uintptr_t>view.buf + a) & ~(<uintptr_t>page - 1)
+        hi = <uintptr_t>view.buf + b
+        with nogil:
+            rc = fastlog_populate_write(<void *>lo, <size_t>(hi - lo))
+        return rc == 0
+    finally:
+        PyBuffer_Release(&view)
+
+
 def _crc32c_portable(data, seed=0):
     """CRC-32C through the table path (lets tests compare both paths)."""
     cdef uint32_t s, r
@@ -360,7 +450,17 @@ cdef size_t _encode_run(Segment *seg, const BatchItem *items, size_t n,
 
 
 cdef class LogCore:
-    """Byte-level core of a segmented log (see fastlog._core_api.LogCore)."""
+    """Byte-level core of a segmented log (see fastlog._core_api.LogCore).
+
+    Thread safety.  Every method runs with the GIL held, except the long byte
+    loops (large appends, scans, big zeroing, verification), which release
+    it.  A call that changes the segment table or the mapping first converts
+    its arguments (which may run Python code), then marks the core busy for
+    the rest of its work; while the core is busy, every other such call raises
+    RuntimeError instead of pulling a buffer away from under the byte loop.
+    Reads never wait and never see a half-written record: a record becomes
+    visible only after it is complete.
+    """
 
     def __init__(self, max_payload, verify_reads=False):
         mp = _as_int(max_payload, "max_payload")
@@ -392,14 +492,30 @@ cdef class LogCore:
 
     @property
     def busy(self):
-        """Number of calls currently running with the GIL released."""
-        return self.busy
+        """Number of calls currently inside a section that may release the GIL."""
+        return self._busy
+
+    def _busy_enter(self):
+        """Mark the core busy as a running call would (lets tests check the guard)."""
+        self._busy += 1
+
+    def _busy_exit(self):
+        if self._busy <= 0:
+            raise RuntimeError("LogCore is not busy")
+        self._busy -= 1
 
     # -- internals ---------------------------------------------------------
 
-    cdef int _check_idle(self, str what) except -1:
-        if self.busy:
-            raise RuntimeError(f"LogCore.{what} refused: another thread is inside a call that released the GIL")
+    cdef int _enter(self, str what) except -1:
+        """Start a change: refuse while another call is busy, then mark busy.
+
+        No Python code may run between a caller's last argument conversion
+        and this call, nor between this call and the end of its work unless
+        the core is marked busy (which this does)."""
+        if self._busy:
+            raise RuntimeError(
+                f"LogCore.{what} refused: another thread is inside a call that released the GIL")
+        self._busy += 1
         return 0
 
     cdef Py_ssize_t _pos(self, object pos) except -1:
@@ -435,11 +551,11 @@ cdef class LogCore:
             s = self.segs[self.last_hit]
             if index >= s.first and index - s.first < s.count:
                 return self.last_hit
+        if self.segs[0].first > index:
+            return -1
         # rightmost segment whose first index is <= index
         lo = 0
         hi = n - 1
-        if self.segs[0].first > index:
-            return -1
         while lo < hi:
             mid = (lo + hi + 1) >> 1
             if self.segs[mid].first <= index:
@@ -453,6 +569,10 @@ cdef class LogCore:
         return -1
 
     cdef Entry _read(self, Segment *s, size_t k):
+        """Entry of record ``k`` of ``s``.
+
+        Allocates only objects the cyclic GC does not track (Entry, bytes), so
+        no collection, hence no Python code, can run in the middle of a read."""
         cdef size_t off = <size_t>s.offsets[k]
         cdef uint32_t seed, length
         cdef uint8_t kind
@@ -463,23 +583,30 @@ cdef class LogCore:
             rc = fl_decode(s.base, s.size, off, seed, s.first + k, 1, &rec)
             if rc != FL_OK:
                 raise CorruptionError(
-                    f"record {s.first + k} failed verification: {_STATUS_NAMES.get(rc, rc)}", None, off)
+                    f"entry {s.first + k} failed verification on read: {_STATUS_NAMES.get(rc, rc)}", None, off)
             return _new_entry(rec.index, rec.term, rec.kind, rec.payload, rec.length)
         # Trusted read: the record was verified when it was scanned or written;
         # only make sure a damaged mapping can never send us out of bounds.
         if off > s.size or s.size - off < FL_REC_HEADER_SIZE:
-            raise CorruptionError(f"record {s.first + k} lies outside its segment", None, off)
+            raise CorruptionError(f"entry {s.first + k} lies outside its segment", None, off)
         length = _read_u32(s.base + off + 4)
         kind = s.base[off + 24]
         if length > s.size - off - FL_REC_HEADER_SIZE or kind > FL_KIND_MAX:
-            raise CorruptionError(f"record {s.first + k} has a damaged header", None, off)
+            raise CorruptionError(f"entry {s.first + k} has a damaged record header", None, off)
         return _new_entry(s.first + k, s.terms[k], kind, s.base + off + FL_REC_HEADER_SIZE, length)
 
-    cdef int _validate(self, PyObject **items, Py_ssize_t n, uint64_t *first) except -1:
-        """Check a whole batch (as check_batch) and return its first index in ``first``."""
+    cdef int _check_entries(self, PyObject **items, Py_ssize_t n, Py_ssize_t gather_from,
+                            BatchItem *out, Py_ssize_t *gathered, uint64_t *first,
+                            size_t *total) except -1:
+        """Check a whole batch (as check_batch) and return its first index.
+
+        With ``out``, also gathers ``items[gather_from:]`` into it, each with a
+        new reference to its payload (counted in ``gathered``) so the bytes
+        stay alive without the GIL whatever happens to the caller's list.
+        Runs no Python code."""
         cdef Py_ssize_t i
         cdef uint64_t expected = 0
-        cdef Py_ssize_t plen
+        cdef size_t plen, sum_ = 0
         cdef Entry e
         if n == 0:
             raise InvalidEntryError("empty batch")
@@ -493,35 +620,26 @@ cdef class LogCore:
                 raise InvalidEntryError(f"entries[{i}] is an uninitialised Entry")
             if i == 0:
                 first[0] = e.index
-            elif e.index != expected or expected == 0:
-                # expected == 0 only after wrapping past 2**64-1
+            elif e.index != expected or expected == 0:  # 0: the previous index was 2**64-1
                 raise InvalidIndexError(
-                    f"batch indexes are not consecutive: entries[{i}].index is {e.index}, expected "
-                    f"{expected if expected else 1 << 64}")
+                    f"batch indexes are not consecutive: entries[{i}].index is {e.index}, "
+                    f"expected {expected if expected else 1 << 64}")
             expected = e.index + 1
-            plen = PyBytes_GET_SIZE(e.payload)
-            if <size_t>plen > self._max_payload:
+            plen = <size_t>PyBytes_GET_SIZE(e.payload)
+            if plen > self._max_payload:
                 raise EntryTooLargeError(
                     f"entry {e.index}: payload of {plen} bytes exceeds the maximum of {self._max_payload}")
-        return 0
-
-    cdef int _gather(self, PyObject **items, Py_ssize_t start, Py_ssize_t n, BatchItem *out,
-                     size_t *total) except -1:
-        """Copy the fields of validated entries ``items[start:n]`` into ``out``."""
-        cdef Py_ssize_t i
-        cdef size_t sum_ = 0
-        cdef uint32_t plen
-        cdef Entry e
-        for i in range(start, n):
-            e = <Entry>items[i]
-            plen = <uint32_t>PyBytes_GET_SIZE(e.payload)
-            out.data = <const uint8_t *>PyBytes_AS_STRING(e.payload)
-            out.length = plen
-            out.index = e.index
-            out.term = e.term
-            out.kind = e.kind_code
-            out += 1
-            sum_ += fl_frame_size(plen)
+            if out != NULL and i >= gather_from:
+                out.owner = <PyObject *>e.payload
+                Py_INCREF(e.payload)
+                gathered[0] += 1
+                out.data = <const uint8_t *>PyBytes_AS_STRING(e.payload)
+                out.length = <uint32_t>plen
+                out.index = e.index
+                out.term = e.term
+                out.kind = e.kind_code
+                out += 1
+                sum_ += fl_frame_size(<uint32_t>plen)
         total[0] = sum_
         return 0
 
@@ -536,8 +654,8 @@ cdef class LogCore:
         cdef size_t off, got
         cdef int status = FL_OK
         cdef bint nonzero
+        cdef bint entered = False
         cdef void *p
-        self._check_idle("load_segment")
         seg = <Segment *>calloc(1, sizeof(Segment))
         if seg == NULL:
             raise MemoryError()
@@ -556,6 +674,8 @@ cdef class LogCore:
             if fi == 0:
                 raise InvalidIndexError("first_index must be >= 1")
             _to_span(data_start, "data_start", seg.size, &seg.data_start)
+            self._enter("load_segment")
+            entered = True
             if self.nsegs > 0:
                 prev = self.segs[self.nsegs - 1]
                 if prev.count > 0 and prev.first + (prev.count - 1) == _U64_MAX:
@@ -575,53 +695,60 @@ cdef class LogCore:
             off = seg.data_start
             nxt = fi
             _reserve(seg, _INITIAL_SLOTS)
-            self.busy += 1
-            try:
-                while True:
-                    with nogil:
-                        got = fl_scan(seg.base, seg.size, &off, &sd, &nxt, seg.offsets + seg.count,
-                                      seg.terms + seg.count, seg.cap - seg.count, &status)
-                    seg.count += got
-                    if status != FL_OK:
-                        break
-                    _reserve(seg, seg.cap * 2)
+            while True:
                 with nogil:
-                    nonzero = not fl_all_zero(seg.base, off, seg.size)
-            finally:
-                self.busy -= 1
+                    got = fl_scan(seg.base, seg.size, &off, &sd, &nxt, seg.offsets + seg.count,
+                                  seg.terms + seg.count, seg.cap - seg.count, &status)
+                seg.count += got
+                if status != FL_OK:
+                    break
+                _reserve(seg, seg.cap * 2)
+            with nogil:
+                nonzero = not fl_all_zero(seg.base, off, seg.size)
             seg.end = off
             seg.last_crc = sd
+            self.segs[self.nsegs] = seg
+            self.nsegs += 1
         except BaseException:
             _free_segment(seg)
             raise
-        self.segs[self.nsegs] = seg
-        self.nsegs += 1
+        finally:
+            if entered:
+                self._busy -= 1
         return ScanResult(seg.count, seg.end, seg.last_crc, status, nonzero)
 
     def drop_last_segment(self):
         """Forget the last segment (releasing its buffer so it can be closed)."""
-        self._check_idle("drop_last_segment")
-        if self.nsegs == 0:
-            raise InvalidIndexError("no segment attached")
-        self.nsegs -= 1
-        _free_segment(self.segs[self.nsegs])
-        self.segs[self.nsegs] = NULL
-        self.last_hit = 0
+        cdef Segment *seg
+        self._enter("drop_last_segment")
+        try:
+            if self.nsegs == 0:
+                raise InvalidIndexError("no segment to drop")
+            self.nsegs -= 1
+            seg = self.segs[self.nsegs]
+            self.segs[self.nsegs] = NULL
+            self.last_hit = 0
+            _free_segment(seg)
+        finally:
+            self._busy -= 1
 
     def drop_first_segment(self):
         """Forget the first segment."""
         cdef Py_ssize_t i
         cdef Segment *seg
-        self._check_idle("drop_first_segment")
-        if self.nsegs == 0:
-            raise InvalidIndexError("no segment attached")
-        seg = self.segs[0]
-        for i in range(1, self.nsegs):
-            self.segs[i - 1] = self.segs[i]
-        self.nsegs -= 1
-        self.segs[self.nsegs] = NULL
-        self.last_hit = 0
-        _free_segment(seg)
+        self._enter("drop_first_segment")
+        try:
+            if self.nsegs == 0:
+                raise InvalidIndexError("no segment to drop")
+            seg = self.segs[0]
+            for i in range(1, self.nsegs):
+                self.segs[i - 1] = self.segs[i]
+            self.nsegs -= 1
+            self.segs[self.nsegs] = NULL
+            self.last_hit = 0
+            _free_segment(seg)
+        finally:
+            self._busy -= 1
 
     def segment_count(self):
         return self.nsegs
@@ -638,7 +765,8 @@ cdef class LogCore:
         cdef uint64_t first
         cdef size_t total
         seq = _as_batch(entries)
-        self._validate(PySequence_Fast_ITEMS(seq), PySequence_Fast_GET_SIZE(seq), &first)
+        self._check_entries(PySequence_Fast_ITEMS(seq), PySequence_Fast_GET_SIZE(seq), 0, NULL, NULL,
+                            &first, &total)
         return first
 
     def append(self, entries, start=0):
@@ -648,56 +776,55 @@ cdef class LogCore:
         entry written (``start`` when not even one fits).
         """
         cdef uint64_t first, expected
-        cdef Py_ssize_t n, st
-        cdef size_t total, m, fit, written, end
+        cdef Py_ssize_t n, st, i
+        cdef Py_ssize_t gathered = 0
+        cdef size_t total, fit, written = 0, end
         cdef uint32_t crc
         cdef Segment *seg
         cdef void *p
-        self._check_idle("append")
         seq = _as_batch(entries)
-        n = PySequence_Fast_GET_SIZE(seq)
-        self._validate(PySequence_Fast_ITEMS(seq), n, &first)
         start = _as_int(start, "start")
-        if start < 0 or start >= n:
-            raise InvalidIndexError(f"start {start} outside the batch of {n} entries")
-        st = <Py_ssize_t>start
-        if self.nsegs == 0:
-            raise FastlogError("no segment attached")
-        seg = self.segs[self.nsegs - 1]
-        if not seg.writable:
-            raise FastlogError("the last segment's buffer is read-only")
-        if seg.count > 0 and seg.first + (seg.count - 1) == _U64_MAX:
-            raise InvalidIndexError("the last segment already holds the largest possible index")
-        expected = seg.first + seg.count
-        first += <uint64_t>st
-        if first != expected:
-            raise InvalidIndexError(f"entry {first} does not follow the last index {expected - 1}")
-        m = <size_t>(n - st)
-        if m > self.scratch_cap:
-            p = realloc(self.scratch, m * sizeof(BatchItem))
-            if p == NULL:
-                raise MemoryError()
-            self.scratch = <BatchItem *>p
-            self.scratch_cap = m
-        self._gather(PySequence_Fast_ITEMS(seq), st, n, self.scratch, &total)
-        fit = (seg.size - seg.end) // FL_REC_HEADER_SIZE
-        if fit > m:
-            fit = m
-        _reserve(seg, seg.count + fit)
-        if total >= _NOGIL_BYTES:
-            # Keep every entry (hence every payload) alive while the GIL is
-            # released, even if another thread empties the caller's list.
-            keep = seq if PyTuple_CheckExact(seq) else tuple(seq)
-            self.busy += 1
-            with nogil:
+        # From here on no Python code runs (see _enter).
+        self._enter("append")
+        try:
+            n = PySequence_Fast_GET_SIZE(seq)
+            if n > 0 and <size_t>n > self.scratch_cap:
+                p = realloc(self.scratch, <size_t>n * sizeof(BatchItem))
+                if p == NULL:
+                    raise MemoryError()
+                self.scratch = <BatchItem *>p
+                self.scratch_cap = <size_t>n
+            st = <Py_ssize_t>start if 0 <= start < n else n
+            self._check_entries(PySequence_Fast_ITEMS(seq), n, st, self.scratch, &gathered, &first, &total)
+            if st >= n:
+                raise InvalidIndexError(f"start {start} outside the batch of {n} entries")
+            if self.nsegs == 0:
+                raise FastlogError("no segment attached")
+            seg = self.segs[self.nsegs - 1]
+            if not seg.writable:
+                raise FastlogError("the last segment's buffer is read-only")
+            if seg.count > 0 and seg.first + (seg.count - 1) == _U64_MAX:
+                raise InvalidIndexError("the last segment already holds the largest possible index")
+            expected = seg.first + seg.count
+            first += <uint64_t>st
+            if first != expected:
+                raise InvalidIndexError(f"entry {first} does not follow the last index {expected - 1}")
+            fit = (seg.size - seg.end) // FL_REC_HEADER_SIZE
+            if fit > <size_t>gathered:
+                fit = <size_t>gathered
+            _reserve(seg, seg.count + fit)
+            if total >= _NOGIL_BYTES:
+                with nogil:
+                    written = _encode_run(seg, self.scratch, fit, &end, &crc)
+            else:
                 written = _encode_run(seg, self.scratch, fit, &end, &crc)
-            self.busy -= 1
-            del keep
-        else:
-            written = _encode_run(seg, self.scratch, fit, &end, &crc)
-        seg.count += written
-        seg.end = end
-        seg.last_crc = crc
+            seg.count += written
+            seg.end = end
+            seg.last_crc = crc
+        finally:
+            for i in range(gathered):
+                Py_DECREF(<object>self.scratch[i].owner)
+            self._busy -= 1
         return st + <Py_ssize_t>written
 
     def truncate(self, index):
@@ -705,23 +832,26 @@ cdef class LogCore:
         cdef uint64_t idx
         cdef size_t k, cut, old
         cdef Segment *s
-        self._check_idle("truncate")
         _to_u64(index, "index", &idx)
-        if self.nsegs == 0:
-            raise InvalidIndexError("no segment attached")
-        s = self.segs[self.nsegs - 1]
-        if idx < s.first:
-            raise InvalidIndexError(
-                f"index {idx} lies before the last segment (first index {s.first}); drop later segments first")
-        old = s.end
-        if idx - s.first >= s.count:
-            return (old, old)
-        k = <size_t>(idx - s.first)
-        cut = <size_t>s.offsets[k]
-        s.count = k
-        s.end = cut
-        s.last_crc = _read_u32(s.base + s.offsets[k - 1]) if k > 0 else s.seed
-        return (cut, old)
+        self._enter("truncate")
+        try:
+            if self.nsegs == 0:
+                raise InvalidIndexError("no segment attached")
+            s = self.segs[self.nsegs - 1]
+            if idx < s.first:
+                raise InvalidIndexError(
+                    f"index {idx} lies before the last segment (first index {s.first}); drop that segment instead")
+            old = s.end
+            if idx - s.first >= s.count:
+                return (old, old)
+            k = <size_t>(idx - s.first)
+            cut = <size_t>s.offsets[k]
+            s.last_crc = _read_u32(s.base + s.offsets[k - 1]) if k > 0 else s.seed
+            s.count = k
+            s.end = cut
+            return (cut, old)
+        finally:
+            self._busy -= 1
 
     cdef int _check_span(self, Segment *s, object start, object end) except -1:
         """A byte range a caller may overwrite: inside the buffer, clear of live records."""
@@ -737,34 +867,42 @@ cdef class LogCore:
     def zero(self, pos, start, end):
         """Zero ``buf[start:end]`` of the segment at ``pos`` (never live records)."""
         cdef size_t a, b
+        cdef Py_ssize_t at
         cdef Segment *s
-        self._check_idle("zero")
-        s = self.segs[self._pos(pos)]
         start = _as_int(start, "start")
         end = _as_int(end, "end")
-        self._check_span(s, start, end)
-        a = <size_t>start
-        b = <size_t>end
-        if b - a >= _NOGIL_BYTES:
-            self.busy += 1
-            with nogil:
+        at = self._pos(pos)  # last: converting the others may run Python code
+        self._enter("zero")
+        try:
+            s = self.segs[at]
+            self._check_span(s, start, end)
+            a = <size_t>start
+            b = <size_t>end
+            if b - a >= _NOGIL_BYTES:
+                with nogil:
+                    memset(s.base + a, 0, b - a)
+            elif b > a:
                 memset(s.base + a, 0, b - a)
-            self.busy -= 1
-        elif b > a:
-            memset(s.base + a, 0, b - a)
+        finally:
+            self._busy -= 1
 
     def write_at(self, pos, offset, data):
         """Copy ``data`` into the segment buffer at ``offset`` (never over live records)."""
         cdef Py_buffer view
+        cdef Py_ssize_t at
         cdef Segment *s
-        self._check_idle("write_at")
-        s = self.segs[self._pos(pos)]
         offset = _as_int(offset, "offset")
         _get_buffer(data, &view, "data")
         try:
-            self._check_span(s, offset, offset + view.len)
-            if view.len:
-                memcpy(s.base + <size_t>offset, view.buf, <size_t>view.len)
+            at = self._pos(pos)  # last: converting the others may run Python code
+            self._enter("write_at")
+            try:
+                s = self.segs[at]
+                self._check_span(s, offset, offset + view.len)
+                if view.len:
+                    memcpy(s.base + <size_t>offset, view.buf, <size_t>view.len)
+            finally:
+                self._busy -= 1
         finally:
             PyBuffer_Release(&view)
 
@@ -808,34 +946,46 @@ cdef class LogCore:
         s = self.segs[p]
         return self._read(s, <size_t>(idx - s.first))
 
+    cdef bint _clamp(self, uint64_t *a, uint64_t *b) noexcept:
+        """Narrow [a, b] to the readable indexes; False when none is left."""
+        cdef uint64_t lo, hi
+        if a[0] > b[0] or not self._bounds(&lo, &hi):
+            return False
+        if a[0] < lo:
+            a[0] = lo
+        if a[0] < self._floor:
+            a[0] = self._floor
+        if b[0] > hi:
+            b[0] = hi
+        return a[0] <= b[0] and b[0] - a[0] < <uint64_t>0x7FFFFFFFFFFFFFFF
+
     def get_range(self, start, end):
         """Entries with ``start <= index <= end`` that exist, ascending."""
-        cdef uint64_t a, b, lo, hi, idx
+        cdef uint64_t a0, b0, a, b, a2, b2, idx
         cdef Py_ssize_t p, j, n
         cdef size_t k
         cdef Segment *s
         cdef Entry e
-        _to_u64(start, "start", &a)
-        _to_u64(end, "end", &b)
-        if a > b or not self._bounds(&lo, &hi):
-            return []
-        if a < lo:
-            a = lo
-        if a < self._floor:
-            a = self._floor
-        if b > hi:
-            b = hi
-        if a > b:
-            return []
+        _to_u64(start, "start", &a0)
+        _to_u64(end, "end", &b0)
+        while True:
+            a = a0
+            b = b0
+            if not self._clamp(&a, &b):
+                return []
+            n = <Py_ssize_t>(b - a + 1)
+            out = PyList_New(n)
+            # Allocating the list may run a garbage collection, hence Python
+            # code that lets another thread change the log: look again.
+            a2 = a0
+            b2 = b0
+            if self._clamp(&a2, &b2) and a2 == a and b2 == b:
+                break
         p = self._find(a)
-        if p < 0 or b - a >= <uint64_t>0x7FFFFFFFFFFFFFFF:
-            return []
-        n = <Py_ssize_t>(b - a + 1)
-        out = PyList_New(n)
         j = 0
         idx = a
         while j < n:
-            if p >= self.nsegs:
+            if p < 0 or p >= self.nsegs:
                 raise CorruptionError(f"segment table has no entry {idx}")
             s = self.segs[p]
             k = <size_t>(idx - s.first)
@@ -862,24 +1012,27 @@ cdef class LogCore:
         return s.terms[idx - s.first]
 
     def verify_segment(self, pos):
-        """Re-verify every record of segment ``pos``: (FL_OK, end) or (status, bad offset)."""
+        """Re-verify every record of segment ``pos``: (FL_OK, end) or (status, bad offset).
+
+        Runs alongside an append (it reads only complete records) but keeps
+        the segment from being dropped meanwhile."""
         cdef Segment *s
-        cdef size_t k, off = 0
+        cdef size_t k, count, off = 0
         cdef uint32_t seed
         cdef int rc = FL_OK
         cdef fl_record rec
-        self._check_idle("verify_segment")
         s = self.segs[self._pos(pos)]
         seed = s.seed
-        self.busy += 1
+        count = s.count
+        self._busy += 1
         with nogil:
-            for k in range(s.count):
+            for k in range(count):
                 off = <size_t>s.offsets[k]
                 rc = fl_decode(s.base, s.size, off, seed, s.first + k, 1, &rec)
                 if rc != FL_OK:
                     break
                 seed = rec.crc
-        self.busy -= 1
+        self._busy -= 1
         if rc != FL_OK:
             return (rc, off)
         return (FL_OK, s.end)

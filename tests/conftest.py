@@ -17,6 +17,10 @@ settings.register_profile(
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# FASTLOG_HYPOTHESIS_PROFILE=ci|thorough also picks the model-test profile of
+# fastlog.testing, so both names must exist here too.
+settings.register_profile("ci", parent=settings.get_profile("fastlog"))
+settings.register_profile("thorough", parent=settings.get_profile("fastlog"), max_examples=1000, derandomize=False)
 settings.load_profile(os.environ.get("FASTLOG_HYPOTHESIS_PROFILE", "fastlog"))
 
 

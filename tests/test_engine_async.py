@@ -563,6 +563,21 @@ def test_close_waits_for_flushes_in_flight(tmp_path, monkeypatch):
     run(main())
 
 
+def test_close_serves_a_flush_just_requested(tmp_path):
+    async def main():
+        engine = opened(tmp_path)
+        log = engine.log_store()
+        await log.persist_entries(entries(1, 3))
+        waiting = asyncio.ensure_future(log.flush_async())
+        await asyncio.sleep(0)  # the waiter is queued, its flush not yet started
+        assert not waiting.done()
+        await engine.close()
+        await waiting  # served, not refused
+        assert log.group_commit.stats()["durable"] == log.group_commit.stats()["written"]
+
+    run(main())
+
+
 def test_mixed_concurrent_operations(tmp_path):
     async def main():
         async with opened(tmp_path) as engine:

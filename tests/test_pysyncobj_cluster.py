@@ -1,8 +1,10 @@
-"""Three PySyncObj nodes on 127.0.0.1 replicating a counter through fastlog journals.
+"""Three PySyncObj nodes on 127.0.0.1 replicating operations through fastlog journals.
 
-One node is stopped while the others go on, then restarted from its directory:
-it must come back with the log and term it had on disk, catch up, and every
-node must end with the same state and the same log.
+The replicated state is the set of operation ids applied (idempotent, so an
+operation whose outcome was unknown after a leader change can simply be sent
+again).  One node is stopped while the others go on, then restarted from its
+directory: it must come back with the log and term it had on disk, catch up,
+and every node must end with the same state and the same log.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import pytest
 
@@ -18,9 +20,11 @@ pytest.importorskip("pysyncobj")
 
 import pysyncobj.syncobj as ps_syncobj  # noqa: E402
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf  # noqa: E402
-from pysyncobj.batteries import ReplCounter  # noqa: E402
+from pysyncobj.batteries import ReplCounter, ReplSet  # noqa: E402
 
-from fastlog.integrations.pysyncobj import FastlogJournal, use_fastlog_journal  # noqa: E402
+from pysyncobj.transport import TCPTransport  # noqa: E402
+
+from fastlog.integrations.pysyncobj import FastlogJournal, FastlogTCPTransport, use_fastlog_journal  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -60,28 +64,28 @@ def journal_snapshot(j: FastlogJournal) -> Dict[str, Any]:
 
 
 class Cluster:
-    def __init__(self, base_dir: str, impl: str, sync: str) -> None:
+    def __init__(self, base_dir: str, sync: str, transport: type, compact_above: int) -> None:
         self.base_dir = base_dir
         self.addrs = [f"127.0.0.1:{p}" for p in free_ports(3)]
         self.names = [f"node{i}" for i in range(3)]
         self.nodes: List[Optional[SyncObj]] = [None, None, None]
-        self.counters: List[Optional[ReplCounter]] = [None, None, None]
+        self.states: List[Optional[ReplSet]] = [None, None, None]
         self.opened: Dict[str, List[Dict[str, Any]]] = {n: [] for n in self.names}
-        self.impl = impl
         self.sync = sync
+        self.transport = transport
+        self.compact_above = compact_above
 
     def start(self, i: int) -> None:
         name = self.names[i]
-        counter = ReplCounter()
+        state = ReplSet()
         conf = SyncObjConf(
             journalFile=name,
             fullDumpFile=os.path.join(self.base_dir, name + ".snapshot"),
-            logCompactionMinEntries=800,  # compaction (deleteEntriesTo) happens during the run
+            logCompactionMinEntries=self.compact_above,  # compaction (deleteEntriesTo) happens during the run
             useFork=False,
             connectionRetryTime=0.3,
         )
-        with use_fastlog_journal(self.base_dir, sync=self.sync, implementation=self.impl,
-                                 segment_size=SEGMENT) as factory:
+        with use_fastlog_journal(self.base_dir, sync=self.sync, segment_size=SEGMENT) as factory:
             # Record what each journal held the moment it was opened.
             def recording_factory(journal_file: Optional[str] = None):
                 j = factory(journal_file)
@@ -90,12 +94,12 @@ class Cluster:
 
             ps_syncobj.createJournal = recording_factory
             node = SyncObj(self.addrs[i], [a for a in self.addrs if a != self.addrs[i]], conf=conf,
-                           consumers=[counter])
-        self.nodes[i], self.counters[i] = node, counter
+                           consumers=[state], transportClass=self.transport)
+        self.nodes[i], self.states[i] = node, state
 
     def stop(self, i: int) -> None:
         node = self.nodes[i]
-        self.nodes[i] = self.counters[i] = None
+        self.nodes[i] = self.states[i] = None
         if node is not None:
             node.destroy_synchronous()
 
@@ -104,7 +108,7 @@ class Cluster:
         survivors elect a new leader (a new term and NO_OP entry) meanwhile."""
         running = [n for n in self.nodes if n is not None]
         self.nodes = [None, None, None]
-        self.counters = [None, None, None]
+        self.states = [None, None, None]
         for node in running:
             node.destroy()
         deadline = time.monotonic() + PHASE_TIMEOUT
@@ -119,67 +123,82 @@ class Cluster:
                 return i
         return None
 
-    def increment(self, i: int, ops: int) -> Tuple[int, int]:
-        """Send ``ops`` increments to node ``i``; (acknowledged, failed)."""
-        done = threading.Semaphore(0)
-        failed: List[int] = []
-
-        def on_result(result, error):
-            if error != FAIL_REASON.SUCCESS:
-                failed.append(error)
-            done.release()
-
-        counter = self.counters[i]
-        for _ in range(ops):
-            counter.add(1, callback=on_result)
+    def replicate(self, op_ids: range) -> int:
+        """Apply every operation through the current leader, sending again the
+        ones that failed (e.g. after a leader change); returns the resends."""
+        pending = list(op_ids)
+        resent = 0
         deadline = time.monotonic() + PHASE_TIMEOUT
-        for n in range(ops):
-            assert done.acquire(timeout=max(0.0, deadline - time.monotonic())), f"only {n}/{ops} answered"
-        return ops - len(failed), len(failed)
+        while pending:
+            wait_for(lambda: self.leader() is not None, "a leader", max(0.0, deadline - time.monotonic()))
+            state = self.states[self.leader()]
+            done = threading.Semaphore(0)
+            failed: List[int] = []
+
+            def on_result(result, error, op_id):
+                if error != FAIL_REASON.SUCCESS:
+                    failed.append(op_id)
+                done.release()
+
+            for op_id in pending:
+                state.add(op_id, callback=lambda r, e, op_id=op_id: on_result(r, e, op_id))
+            for n in range(len(pending)):
+                left = max(0.0, deadline - time.monotonic())
+                assert done.acquire(timeout=left), f"only {n}/{len(pending)} operations answered"
+            resent += len(failed)
+            pending = failed
+        return resent
+
+    def applied(self, i: int) -> int:
+        return len(self.states[i])
 
     def status(self, i: int) -> Dict[str, Any]:
         return self.nodes[i].getStatus()
 
 
-@pytest.fixture
-def impl(core_module) -> str:
-    return core_module.IMPLEMENTATION
-
-
-@pytest.mark.parametrize("sync", ["always"])
-def test_three_nodes_replicate_and_a_restarted_node_catches_up(tmp_path, impl, sync):
-    cluster = Cluster(str(tmp_path), impl, sync)
+# The cluster runs on the default implementation only: what is under test here is
+# the journal and its use by SyncObj; the cores are compared in the unit tests.
+# One fsync per entry ("always") is much slower under PySyncObj, hence fewer operations.
+@pytest.mark.parametrize(
+    "sync, transport, first_ops, later_ops",
+    [("auto", FastlogTCPTransport, 2000, 1500), ("always", TCPTransport, 1000, 500)],
+    ids=["auto+fastlog-transport", "always"],
+)
+def test_three_nodes_replicate_and_a_restarted_node_catches_up(tmp_path, sync, transport, first_ops, later_ops):
+    total = first_ops + later_ops
+    cluster = Cluster(str(tmp_path), sync, transport, compact_above=first_ops * 2 // 5)
     try:
         for i in range(3):
             cluster.start(i)
+        journals_defer = [n._SyncObj__raftLog.deferred for n in cluster.nodes]
+        assert journals_defer == [transport is FastlogTCPTransport] * 3
         wait_for(lambda: cluster.leader() is not None, "a leader")
+
+        cluster.replicate(range(first_ops))
+        wait_for(lambda: all(cluster.applied(i) == first_ops for i in range(3)), "the operations on every node")
+
+        # Stop a follower once it has compacted its journal; record what its directory holds.
         leader = cluster.leader()
-
-        ok1, failed1 = cluster.increment(leader, 2000)
-        assert failed1 == 0
-        wait_for(lambda: all(c.get() == 2000 for c in cluster.counters), "2000 increments on every node")
-
-        # Stop a follower; record what its directory holds.
-        victim = (leader + 1) % 3
+        victim = (leader + 1) % 3 if leader is not None else 0
         victim_name = cluster.names[victim]
-        term_before = cluster.status(victim)["raft_term"]
+        wait_for(lambda: cluster.status(victim)["log_len"] < first_ops * 3 // 4, "log compaction on the follower")
         cluster.stop(victim)
-        with FastlogJournal(os.path.join(cluster.base_dir, victim_name), implementation=impl) as j:
+        with FastlogJournal(os.path.join(cluster.base_dir, victim_name)) as j:
             on_disk = journal_snapshot(j)
-        assert on_disk["term"] == term_before >= 1
-        assert on_disk["last"][1] >= 2001  # the NO_OPs plus 2000 increments
-        assert on_disk["first"][1] > 1  # compaction ran
+        assert on_disk["term"] >= 1
+        assert on_disk["last"][1] >= first_ops + 1  # the NO_OPs plus the operations
+        assert on_disk["first"][1] > 1  # compacted: deleteEntriesTo ran
 
         # The others keep going without it.
-        ok2, failed2 = cluster.increment(leader, 1500)
-        assert failed2 == 0
+        cluster.replicate(range(first_ops, total))
         others = [i for i in range(3) if i != victim]
-        wait_for(lambda: all(cluster.counters[i].get() == 3500 for i in others), "3500 on the running nodes")
+        wait_for(lambda: all(cluster.applied(i) == total for i in others), "all operations on the running nodes")
 
         # Restart from the directory: the journal comes back exactly as it was.
         cluster.start(victim)
         assert cluster.opened[victim_name][-1] == on_disk
-        wait_for(lambda: cluster.counters[victim].get() == 3500, "the restarted node to catch up")
+        assert cluster.status(victim)["raft_term"] >= on_disk["term"]
+        wait_for(lambda: cluster.applied(victim) == total, "the restarted node to catch up")
 
         def settled() -> bool:
             st = [cluster.status(i) for i in range(3)]
@@ -187,26 +206,31 @@ def test_three_nodes_replicate_and_a_restarted_node_catches_up(tmp_path, impl, s
             return len(commits) == 1 and all(s["last_applied"] == s["commit_idx"] for s in st)
 
         wait_for(settled, "all nodes to agree on the commit index")
-        assert [c.get() for c in cluster.counters] == [3500, 3500, 3500]
+        assert [cluster.states[i].rawData() for i in range(3)] == [set(range(total))] * 3
         terms = [cluster.status(i)["raft_term"] for i in range(3)]
+        commit = cluster.status(0)["commit_idx"]
     finally:
         cluster.stop_all()
 
-    # Every journal on disk ends at the same entry and agrees wherever they overlap.
-    journals = [FastlogJournal(os.path.join(cluster.base_dir, n), implementation=impl) for n in cluster.names]
+    # On disk, every journal holds everything committed, and the journals agree
+    # wherever they overlap.  (A late election may still have added a NO_OP on
+    # one node just before the stop: the ends need not be equal.)
+    journals = [FastlogJournal(os.path.join(cluster.base_dir, n)) for n in cluster.names]
     try:
-        lasts = {j[-1] for j in journals}
-        assert len(lasts) == 1
+        assert all(j[-1][1] >= commit for j in journals)
         start = max(j[0][1] for j in journals)
-        tails = [j[start - j[0][1]:] for j in journals]
-        assert tails[0] == tails[1] == tails[2]
-        assert [j.getCurrentTerm() for j in journals] == terms
+        end = min(j[-1][1] for j in journals)
+        assert start < end
+        overlaps = [j[start - j[0][1] : end - j[0][1] + 1] for j in journals]
+        assert overlaps[0] == overlaps[1] == overlaps[2]
+        assert [o[0][1] for o in overlaps] == [start] * 3 and [o[-1][1] for o in overlaps] == [end] * 3
+        assert all(j.getCurrentTerm() >= t for j, t in zip(journals, terms))
     finally:
         for j in journals:
             j.close()
 
 
-def test_single_node_restart_replays_its_journal(tmp_path, impl):
+def test_single_node_restart_replays_its_journal(tmp_path):
     """A one-node cluster: what it applied comes back from its own journal alone."""
     port = free_ports(1)[0]
     addr = f"127.0.0.1:{port}"
@@ -215,7 +239,7 @@ def test_single_node_restart_replays_its_journal(tmp_path, impl):
         counter = ReplCounter()
         conf = SyncObjConf(journalFile="solo", autoTick=False, raftMinTimeout=0.05, raftMaxTimeout=0.1,
                            appendEntriesPeriod=0.01)
-        with use_fastlog_journal(tmp_path, implementation=impl, segment_size=SEGMENT):
+        with use_fastlog_journal(tmp_path, segment_size=SEGMENT):
             node = SyncObj(addr, [], conf=conf, consumers=[counter])
         return node, counter
 

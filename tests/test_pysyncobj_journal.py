@@ -317,6 +317,50 @@ def test_sync_always_makes_each_add_durable(tmp_path, impl, monkeypatch):
     fj.close()
 
 
+def test_sync_auto_is_always_until_a_sender_takes_over(tmp_path, impl, monkeypatch):
+    fj = open_journal(tmp_path / "j", impl, sync="auto")
+    assert not fj.deferred
+    fj.add(b"\x00", 1, 0)
+    assert fj.log.durable_index() == 1
+    assert fj.defer_sync_to_sender()
+    calls: List[int] = []
+    real = _osio.fdatasync
+    monkeypatch.setattr(_osio, "fdatasync", lambda fd: (calls.append(fd), real(fd))[1])
+    fill([fj], 2, 10)
+    assert not calls and fj.log.durable_index() == 1
+    fj.sync_entries()
+    assert calls and fj.log.durable_index() == 11
+    calls.clear()
+    fj.sync_entries()  # nothing new: no fsync
+    assert not calls
+    fj.close()
+
+
+def test_only_auto_hands_over_to_the_sender(tmp_path, impl):
+    with open_journal(tmp_path / "a", impl, sync="always") as fj:
+        assert not fj.defer_sync_to_sender()
+        fj.add(b"x", 1, 0)
+        assert fj.log.durable_index() == 1
+    with open_journal(tmp_path / "p", impl, sync="periodic") as fj:
+        assert fj.defer_sync_to_sender()
+
+
+def test_transport_syncs_the_journal_before_sending(tmp_path, impl, monkeypatch):
+    from pysyncobj.transport import TCPTransport
+
+    fj = open_journal(tmp_path / "j", impl, sync="periodic")
+    sent: List[Tuple[int, Any]] = []
+    monkeypatch.setattr(TCPTransport, "send", lambda self, node, msg: sent.append((fj.log.durable_index(), msg)) or True)
+    transport = object.__new__(fl_ps.FastlogTCPTransport)  # no sockets: only send() is under test
+    transport._fastlog_journal = fj
+    fill([fj], 1, 25)
+    assert fj.log.durable_index() == 0
+    assert transport.send("peer", {"type": "next_node_idx"})
+    assert sent == [(25, {"type": "next_node_idx"})]
+    fj.close()
+    assert transport.send("peer", "after close")  # a closed journal is skipped
+
+
 def test_sync_periodic_defers_to_the_timer(tmp_path, impl, monkeypatch):
     fj = open_journal(tmp_path / "j", impl, sync="periodic")
     calls: List[int] = []

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from .workloads import TARGETS, WORKLOADS, parse_workloads
 
@@ -20,7 +20,7 @@ _SIZES = {
     "durable-batch": ("durable_batch", "entries per durable batch (default 64)"),
     "durable-batches": ("durable_batches", "durable batches per repetition (default 200)"),
     "writers": ("writers", "concurrent writer coroutines (default 64)"),
-    "writes-per-writer": ("writes_per_writer", "entries each concurrent writer appends (default 10)"),
+    "writes-per-writer": ("writes_per_writer", "entries each concurrent writer appends (default 25)"),
     "truncate-ops": ("truncate_ops", "truncate calls per repetition (default 10)"),
     "purge-ops": ("purge_ops", "purge calls per repetition (default 10)"),
     "repeat": ("repeat", "repetitions; every figure is their median (default 5, 3 with --quick)"),
@@ -141,12 +141,3 @@ def run_command(args: argparse.Namespace) -> int:
         if any(row["met"] is False for row in evaluate_targets(results)):
             status = 3
     return status
-
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m fastlog.bench.command`` (the same as ``fastlog bench``)."""
-    parser = argparse.ArgumentParser(prog="fastlog")
-    register(parser.add_subparsers())
-    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
-    return args.handler(args)
-

@@ -20,26 +20,10 @@ CONFIG_EVERY = 997
 
 
 def digest_entries(entries: Sequence[Any]) -> str:
-    """The xxh3-128 content digest of ``entries`` (index, term, kind, payload), hex."""
-    try:
-        from ..testing import digest
-    except ImportError:
-        digest = _digest
-    value = digest(entries)
-    return value if isinstance(value, str) else bytes(value).hex()
+    """The xxh3-128 content digest of ``entries`` (see :mod:`fastlog.testing.digest`)."""
+    from ..testing.digest import digest
 
-
-def _digest(entries: Sequence[Any]) -> str:
-    import struct
-
-    import xxhash
-
-    h = xxhash.xxh3_128()
-    pack = struct.Struct("<QQBI").pack
-    for e in entries:
-        h.update(pack(e.index, e.term, int(e.kind), len(e.payload)))
-        h.update(e.payload)
-    return h.hexdigest()
+    return digest(entries)
 
 
 def term_of(index: int) -> int:

@@ -75,18 +75,26 @@ def _extra(workload: str, result: Any) -> str:
     details = result.details
     if not details:
         return ""
-    if workload == "append":
+    if workload in ("append", "durable"):
         first = sorted(d["first_batch_seconds"] for d in details if "first_batch_seconds" in d)
-        if first:
-            return f"1st batch {_seconds(first[len(first) // 2])}"
+        after = sorted(d["rate_after_first_batch"] for d in details if d.get("rate_after_first_batch"))
+        text = f"1st batch {_seconds(first[len(first) // 2])}" if first else ""
+        if after:
+            text += f", then {_si(after[len(after) // 2])}/s"
+        return text
     if workload == "range":
         per_call = sorted(d["seconds_per_call"] for d in details if "seconds_per_call" in d)
         if per_call:
             return f"{_seconds(per_call[len(per_call) // 2])}/call"
     if workload == "concurrent":
+        parts = []
+        first = sorted(d["first_ack_seconds"] for d in details if "first_ack_seconds" in d)
+        if first:
+            parts.append(f"1st ack {_seconds(first[len(first) // 2])}")
         rounds = sorted(d["fsync_rounds"] for d in details if "fsync_rounds" in d)
         if rounds:
-            return f"{rounds[len(rounds) // 2]} fsync rounds"
+            parts.append(f"{rounds[len(rounds) // 2]} syncs")
+        return ", ".join(parts)
     if workload in ("truncate", "purge"):
         secs = sorted(d["seconds"] / d["calls"] for d in details if d.get("calls"))
         if secs:
@@ -104,7 +112,7 @@ def format_table(results: "BenchResults") -> str:
     env = results.environment
     lines = [
         f"fastlog bench: {cfg.entry_size}-byte entries, batches of {cfg.batch_size}, log of "
-        f"{cfg.entries:,} entries; every figure is the median of {cfg.repeat} runs",
+        f"{cfg.entries:,} entries; every figure is the median of {cfg.repeat} run{'s' if cfg.repeat != 1 else ''}",
         f"{env.get('platform', '')}, Python {env.get('python', '')}, {env.get('cpus', '?')} CPUs, "
         f"work directory on {env.get('filesystem', '?')}",
         "'vs fastlog': the engine's figure relative to fastlog's (higher is better for the engine; "
@@ -143,7 +151,7 @@ def format_table(results: "BenchResults") -> str:
                     note = "data ok" if not subject.is_baseline else "(no engine)"
                 extra = _extra(workload_id, result)
                 if extra:
-                    note = f"{extra:<18} {note}"
+                    note = f"{extra:<28} {note}"
             rows.append((_label(subject.name, workload_id), value, spread, ratio, note))
         if not rows:
             lines.append("  (no engine ran this workload)")
@@ -257,7 +265,7 @@ def _axis_label(workload: Workload, value: float) -> str:
     if workload.unit == "s":
         return _seconds(value)
     if workload.unit == "B":
-        return f"{value / (1 << 20):.3g} MiB"
+        return f"{value:g} MiB"  # the chart plots memory in MiB
     return _si(value)
 
 
@@ -296,6 +304,8 @@ def write_chart(results: "BenchResults", path: str) -> Optional[str]:
     for ax, (workload, bars) in zip(axes.flat, panels):
         labels = [b[0] for b in bars][::-1]
         values = [b[1] for b in bars][::-1]
+        if workload.unit == "B":  # plot memory in MiB so the axis has round numbers
+            values = [v / (1 << 20) for v in values]
         colours = []
         for _, _, status, engine in bars[::-1]:
             if status == "wrong":
@@ -311,7 +321,8 @@ def write_chart(results: "BenchResults", path: str) -> Optional[str]:
         if scale_values and max(scale_values) / min(scale_values) > 50:
             ax.set_xscale("log")
         for y, value in enumerate(values):
-            ax.text(value, y, " " + format_value(workload, value), va="center", fontsize=7)
+            shown = value * (1 << 20) if workload.unit == "B" else value
+            ax.text(value, y, " " + format_value(workload, shown), va="center", fontsize=7)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos, w=workload: _axis_label(w, v)))
         better = "higher is better" if workload.higher_is_better else "lower is better"
         ax.set_title(f"{workload.title} ({workload.unit}, {better})", fontsize=9)
@@ -320,7 +331,7 @@ def write_chart(results: "BenchResults", path: str) -> Optional[str]:
     cfg = results.config
     fig.suptitle(
         f"fastlog bench: {cfg.entry_size}-byte entries, log of {cfg.entries:,} entries, "
-        f"median of {cfg.repeat} runs (red: wrong data)",
+        f"median of {cfg.repeat} run{'s' if cfg.repeat != 1 else ''} (red: wrong data)",
         fontsize=10,
     )
     Path(path).parent.mkdir(parents=True, exist_ok=True)

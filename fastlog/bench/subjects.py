@@ -32,6 +32,8 @@ OWN_ENGINES = ("fastlog", "fastlog-python", "memory")
 
 @dataclass
 class Subject:
+    """One column of the comparison: an engine (opened per workload) or the raw baseline."""
+
     name: str
     #: "engine" or "baseline".
     kind: str
@@ -39,6 +41,11 @@ class Subject:
     #: Opens the engine in a directory: ``opener(path) -> StorageEngine``.
     opener: Optional[Callable[[str], Any]] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def opener_is_registered(self) -> bool:
+        """Whether a child process can open this engine by name (the memory workload needs that)."""
+        return bool(self.extra.get("registered"))
 
     @property
     def is_baseline(self) -> bool:
@@ -63,7 +70,7 @@ def _registry_subjects() -> Tuple[List[Subject], Dict[str, str]]:
             kind="engine",
             description=spec.description,
             opener=_opener_for(spec),
-            extra={"persistent": spec.persistent, "supports_durable": spec.supports_durable},
+            extra={"persistent": spec.persistent, "supports_durable": spec.supports_durable, "registered": True},
         )
         for spec in engines.available_engines()
     ]
@@ -79,30 +86,6 @@ def _opener_for(spec: Any) -> Callable[[str], Any]:
     return opener
 
 
-def _fallback_subjects() -> Tuple[List[Subject], Dict[str, str]]:
-    """fastlog's own two implementations, when the engine registry is not installed."""
-    from ..engine import open_engine
-
-    subjects = []
-    missing: Dict[str, str] = {}
-    for name, implementation in (("fastlog", "c"), ("fastlog-python", "python")):
-        if implementation == "c":
-            try:
-                from fastlog_ext import _core  # noqa: F401
-            except ImportError as exc:
-                missing[name] = f"compiled extension missing ({exc})"
-                continue
-        subjects.append(
-            Subject(
-                name=name,
-                kind="engine",
-                description=f"fastlog, {implementation} implementation",
-                opener=lambda path, impl=implementation: open_engine(path, implementation=impl),
-            )
-        )
-    return subjects, missing
-
-
 def load_subjects(names: Optional[List[str]], baseline: bool = True) -> Tuple[List[Subject], Dict[str, str]]:
     """The subjects to measure, in the requested order, and the skipped ones with a reason.
 
@@ -110,14 +93,7 @@ def load_subjects(names: Optional[List[str]], baseline: bool = True) -> Tuple[Li
     ``baseline``).  A requested name that does not exist raises ValueError; one
     whose package is missing is skipped with its reason.
     """
-    try:
-        from .. import engines as registry
-    except ImportError:
-        registry = None
-    if registry is not None and hasattr(registry, "available_engines"):
-        subjects, missing = _registry_subjects()
-    else:
-        subjects, missing = _fallback_subjects()
+    subjects, missing = _registry_subjects()
     by_name = {s.name: s for s in subjects}
     base = Subject(BASELINE, "baseline", "raw os.write / os.pread / os.fdatasync on one file")
     if names is None:

@@ -395,7 +395,9 @@ class BaseLogStore:
 
         Equivalent to ``truncate(from_index)`` followed by
         ``persist_entries(new_entries)``, done as one atomic write: after a
-        crash the log is either the old one or the new one.
+        crash the log is either the old one or the new one.  When entries
+        exist at or above ``from_index``, the new entries must start at or
+        below it (InvalidIndexError otherwise: that would leave a gap).
         """
         from_index = check_index("from_index", from_index)
         self._check_writable()
@@ -413,6 +415,10 @@ class BaseLogStore:
                 last = from_index - 1
         if batch:
             new_first = batch[0].index
+            if cut is not None and new_first > from_index:
+                raise InvalidIndexError(
+                    f"new entries start at {new_first}, above from_index {from_index}: that would leave a gap"
+                )
             self._check_start(new_first, last)
             if last and new_first <= last:
                 cut = new_first

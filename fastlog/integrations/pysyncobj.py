@@ -86,7 +86,7 @@ _STATE_HEAD = struct.Struct("<BQQBI")
 _VOTE_NONE, _VOTE_STR, _VOTE_PICKLE = 0, 1, 2
 _U64_MAX = (1 << 64) - 1
 
-_SYNC_MODES = ("always", "periodic")
+_SYNC_MODES = ("auto", "always", "periodic")
 _READ_CHUNK = 1024
 
 
@@ -134,30 +134,36 @@ class FastlogJournal(_ps_journal.Journal):
     of it.  A directory is locked while open: a second journal on it raises
     :class:`fastlog.errors.LockedError`.
 
-    ``sync`` decides when appended entries become durable:
+    ``sync`` decides when appended entries become durable.  PySyncObj sends
+    its answer to an AppendEntries (and counts the leader's own copy) right
+    after its ``add`` calls, with no hook in between; Raft needs the entries
+    durable before that.
 
-    ``"always"`` (default)
-        every :meth:`add` returns only once the entry is on stable storage.
-        PySyncObj answers an AppendEntries (and counts the leader's own copy)
-        right after the ``add`` calls, with no hook in between, so this is the
-        only mode in which an acknowledged entry survives a power loss, as Raft
-        requires.
+    ``"auto"`` (default)
+        as ``"always"``, until a :class:`FastlogTCPTransport` attaches to the
+        journal (pass ``transportClass=FastlogTCPTransport`` to ``SyncObj``);
+        from then on the transport calls :meth:`sync_entries` before every
+        message it sends, so one fsync covers a whole batch of entries and
+        nothing is acknowledged before it is durable.  This is the setup to use.
+    ``"always"``
+        every :meth:`add` and :meth:`deleteEntriesFrom` returns only once the
+        change is on stable storage: one fsync per entry, whatever the
+        transport.  Correct but slow (PySyncObj adds entries one at a time).
     ``"periodic"``
         entries are written to the mapped segment at once (they survive a crash
-        of the process) and fsynced by :meth:`sync_entries`, which
-        :class:`FastlogTCPTransport` calls before any message leaves the node,
-        and at the latest by :meth:`onOneSecondTimer`, :meth:`flush` and
-        :meth:`_destroy`.  With ``FastlogTCPTransport`` this is as strict as
-        ``"always"`` but one fsync covers every entry of a batch; with
-        PySyncObj's plain transport a power loss can lose up to about a second
-        of acknowledged entries (PySyncObj's own ``FileJournal`` never fsyncs
-        at all, so even that is stronger).
+        of the process) and fsynced by :meth:`sync_entries` (called by
+        ``FastlogTCPTransport`` when attached) and at the latest by
+        :meth:`onOneSecondTimer`, :meth:`flush` and :meth:`_destroy`.  Without
+        the transport, a power loss can lose up to about a second of
+        acknowledged entries -- still stronger than PySyncObj's own
+        ``FileJournal``, which never fsyncs.
 
     Term and vote are always written durably before :meth:`setCurrentTerm`
     returns (PySyncObj sends the vote right after).  The commit index is only
     a hint for the restart (Raft recomputes it), so it is saved by the
     one-second timer, :meth:`flush` and :meth:`_destroy`, never above the
-    durable end of the log.
+    durable end of the log.  Compaction (:meth:`deleteEntriesTo`) and
+    :meth:`clear` are durable when they return.
 
     The remaining keyword arguments are passed to :class:`fastlog.Log`.
     """
@@ -166,7 +172,7 @@ class FastlogJournal(_ps_journal.Journal):
         self,
         directory: PathLike,
         *,
-        sync: str = "always",
+        sync: str = "auto",
         segment_size: Optional[int] = None,
         max_entry_size: Optional[int] = None,
         verify_reads: bool = False,
@@ -176,8 +182,12 @@ class FastlogJournal(_ps_journal.Journal):
             raise ValueError(f"sync must be one of {_SYNC_MODES}, got {sync!r}")
         self._directory = os.path.abspath(os.fspath(directory))
         self._sync = sync
+        # True: changes wait for sync_entries() (the transport) or the timer;
+        # False: every change is fsynced before the call returns.
+        self._deferred = sync == "periodic"
         os.makedirs(self._directory, exist_ok=True)
-        log_options: dict = {"sync": "always" if sync == "always" else "none", "verify_reads": verify_reads}
+        # The journal decides when to fsync (see sync_entries), so the log never syncs on its own.
+        log_options: dict = {"sync": "none", "verify_reads": verify_reads}
         if segment_size is not None:
             log_options["segment_size"] = segment_size
         if max_entry_size is not None:
@@ -188,7 +198,7 @@ class FastlogJournal(_ps_journal.Journal):
         self._entry_cls = self._log.Entry
         self._state_lock = threading.Lock()
         self._closed = False
-        # Changes to the log since open / the last sync_entries (periodic mode).
+        # Count of changes to the entries, and that count at the last fsync.
         self._writes = 0
         self._synced_writes = 0
         try:
@@ -235,9 +245,7 @@ class FastlogJournal(_ps_journal.Journal):
     def _write_state(self) -> None:
         """Persist term, vote and commit index (fsync + atomic rename)."""
         with self._state_lock:
-            commit = self._commit
-            if self._sync != "always":
-                commit = min(commit, max(self._log.durable_index(), 1))
+            commit = min(self._commit, max(self._log.durable_index(), 1))
             state = (self._term, commit, self._voted_for)
             if state == self._saved:
                 return
@@ -268,6 +276,8 @@ class FastlogJournal(_ps_journal.Journal):
             )
         self._log.append([self._entry_cls(idx, term, payload)])
         self._writes += 1
+        if not self._deferred:
+            self.sync_entries()
         entry = (payload, idx, term)
         if self._count == 0:
             self._first = idx
@@ -293,6 +303,8 @@ class FastlogJournal(_ps_journal.Journal):
         self._last_cache = None
         if start == 0:
             self._first_cache = None
+        if not self._deferred:
+            self.sync_entries()
 
     def deleteEntriesTo(self, entryTo: int) -> None:
         """Remove the entries at positions ``< entryTo`` (log compaction).
@@ -396,9 +408,23 @@ class FastlogJournal(_ps_journal.Journal):
         :class:`FastlogTCPTransport` calls this before each message it sends.
         """
         writes = self._writes
-        if writes != self._synced_writes and self._sync != "always":  # "always": the log synced each write
+        if writes != self._synced_writes:
             self._log.flush()
             self._synced_writes = writes
+
+    def defer_sync_to_sender(self) -> bool:
+        """Called by :class:`FastlogTCPTransport` when it attaches: from now on
+        it calls :meth:`sync_entries` before sending, so ``sync="auto"`` stops
+        fsyncing every entry.  Returns whether the journal now defers."""
+        if self._sync == "auto":
+            self.sync_entries()
+            self._deferred = True
+        return self._deferred
+
+    @property
+    def deferred(self) -> bool:
+        """True while changes to the entries wait for :meth:`sync_entries`."""
+        return self._deferred
 
     def flush(self) -> None:
         """Make every entry and the current commit index durable."""
@@ -554,20 +580,23 @@ def use_fastlog_journal(target: JournalTarget = None, **journal_options: Any) ->
 class FastlogTCPTransport(_TCPTransport):
     """PySyncObj's TCP transport that makes the journal durable before sending.
 
-    Pass it as ``SyncObj(..., transportClass=FastlogTCPTransport)`` together
-    with a ``FastlogJournal(sync="periodic")``: before any message leaves the
-    node (an AppendEntries answer, a vote, the leader's own AppendEntries) the
-    entries written so far are fsynced, once for the whole batch.  That is the
-    ordering Raft needs -- nothing is acknowledged before it is durable --
-    without paying one fsync per entry.  With any other journal it behaves
-    exactly like ``TCPTransport``.
+    Pass it as ``SyncObj(..., transportClass=FastlogTCPTransport)``.  When the
+    node's journal is a :class:`FastlogJournal`, the entries written so far are
+    fsynced before any message leaves the node (an AppendEntries answer, a
+    vote, the leader's own AppendEntries), once for the whole batch.  That is
+    the ordering Raft needs -- nothing is acknowledged before it is durable --
+    without one fsync per entry.  With any other journal it behaves exactly
+    like ``TCPTransport``.
     """
 
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
         super().__init__(syncObj, selfNode, otherNodes)
         # SyncObj creates its journal before its transport.
         journal = getattr(syncObj, "_SyncObj__raftLog", None)
-        self._fastlog_journal: Optional[FastlogJournal] = journal if isinstance(journal, FastlogJournal) else None
+        self._fastlog_journal: Optional[FastlogJournal] = None
+        if isinstance(journal, FastlogJournal):
+            self._fastlog_journal = journal
+            journal.defer_sync_to_sender()
 
     def send(self, node: Any, message: Any) -> bool:
         journal = self._fastlog_journal

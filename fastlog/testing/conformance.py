@@ -523,6 +523,18 @@ async def case_replace_range(ctx: CaseContext) -> None:
     check_entries(ctx.log.get_entries(1, 20), old[:3] + lower + appended, "log after replace_range(10, 10..11)")
 
 
+async def case_replace_range_on_empty_log(ctx: CaseContext) -> None:
+    first = make_entries(1, 3)
+    await ctx.log.replace_range(0, first)  # nothing at or above 0 is stored: a plain append
+    await ctx.checkpoint()
+    check_entries(ctx.log.get_entries(0, 10), first, "log after replace_range(0, 1..3) on an empty log")
+    await ctx.log.reset()
+    later = make_entries(5, 6)
+    await ctx.log.replace_range(1, later)  # an empty log accepts any first index
+    await ctx.checkpoint()
+    check_entries(ctx.log.get_entries(0, 10), later, "log after replace_range(1, 5..6) on an empty log")
+
+
 async def case_replace_range_rejections(ctx: CaseContext) -> None:
     await ctx.log.persist_entries(make_entries(1, 10))
     await ctx.log.purge(LogId(index=3, term=3))
@@ -539,6 +551,11 @@ async def case_replace_range_rejections(ctx: CaseContext) -> None:
     )
     await check_raises(
         InvalidIndexError, lambda: log.replace_range(11, make_entries(13, 14)), "replace_range appending after a gap"
+    )
+    await check_raises(
+        InvalidIndexError,
+        lambda: log.replace_range(4, make_entries(6, 7)),
+        "replace_range from the first stored index with entries starting higher",
     )
     await check_raises(
         EntryTypeError, lambda: log.replace_range(5, [object()]), "replace_range with a non-Entry"

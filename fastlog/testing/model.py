@@ -102,7 +102,16 @@ class LogModel:
         self.boundary = None
 
     def replace_range(self, from_index: int, batch: Sequence[EntryFields]) -> None:
-        """``truncate(from_index)`` then ``persist(batch)``, all or nothing."""
+        """``truncate(from_index)`` then ``persist(batch)``, all or nothing.
+
+        When entries exist at or above ``from_index``, the new entries must
+        start at or below ``from_index``: replacing a suffix by entries that
+        start higher up would leave a gap (even when the truncation would
+        empty the log, so the rule does not depend on where the log starts).
+        """
+        if batch and batch[0][0] > from_index and any(i >= from_index for i in self.entries):
+            self._check_above_boundary(from_index, "replace from")
+            raise InvalidIndexError(f"new entries start at {batch[0][0]}, above from_index {from_index}: a gap")
         trial = self.copy()
         trial.truncate(from_index)
         trial.persist(batch)

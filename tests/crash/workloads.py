@@ -140,9 +140,10 @@ def scripted_workloads() -> Dict[str, Any]:
     def purge_segments(d: Driver) -> None:
         d.append(80, [2000])
         d.flush()
-        d.purge(31)
+        base = d.log.first_index()
+        d.purge(base + 30)
         d.append(5, [2000])
-        d.purge(70)
+        d.purge(base + 69)
         d.flush()
         d.purge(d.log.last_index())
         d.append(10, [3000])

@@ -1,0 +1,440 @@
+"""Behaviour specific to the compiled core (fastlog_ext._core).
+
+The shared contract is tested on both cores in test_core.py; this file covers
+what only the extension has: the busy guard around calls that release the GIL,
+the exported buffer that keeps a mapping open, the hardware CRC path, the
+C Entry type, bounds checks on damaged mappings, and ``prefault``.
+"""
+from __future__ import annotations
+
+import gc
+import mmap
+import pickle
+import threading
+
+import pytest
+
+from conftest import CORE_NAMES, import_core
+from fastlog._core_api import FL_ERR_CRC, FL_OK, REC_HEADER_SIZE
+from fastlog._types import EntryKind, LogId, PyEntry
+from fastlog.errors import (
+    CorruptionError,
+    EntryTypeError,
+    FastlogError,
+    InvalidEntryError,
+    InvalidIndexError,
+)
+
+pytestmark = pytest.mark.skipif("c" not in CORE_NAMES, reason="pure Python forced (FASTLOG_NO_EXTENSIONS)")
+
+DS = 64
+SIZE = 1 << 16
+
+
+@pytest.fixture(scope="module")
+def C():
+    return import_core("c")
+
+
+@pytest.fixture(scope="module")
+def P():
+    return import_core("python")
+
+
+def batch(C, first, n, size=16, term=1):
+    kinds = (EntryKind.COMMAND, EntryKind.NOOP, EntryKind.CONFIG)
+    return [C.Entry(i, term, bytes([i & 0xFF]) * (size + i % 7), kinds[i % 3]) for i in range(first, first + n)]
+
+
+def attached(C, n=0, *, size=SIZE, verify_reads=False, buf=None):
+    core = C.LogCore(1 << 20, verify_reads)
+    if buf is None:
+        buf = bytearray(size)
+    core.load_segment(buf, 1, 0, DS)
+    if n:
+        assert core.append(batch(C, 1, n)) == n
+    return core, buf
+
+
+# ---------------------------------------------------------------------------
+# module
+
+
+def test_module_identity(C):
+    assert C.IMPLEMENTATION == "c"
+    assert isinstance(C.crc32c_hw_available(), bool)
+    assert C.FL_MAX_PAYLOAD == 0x7FFFFFFF
+    for name in C.__all__:
+        assert hasattr(C, name), name
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 63, 64, 65, 255, 256, 1000, 4096, 70000, 300000])
+def test_hardware_and_table_crc_agree(C, n):
+    data = bytes((i * 131 + 7) & 0xFF for i in range(n))
+    for seed in (0, 1, 0xDEADBEEF, 0xFFFFFFFF):
+        assert C.crc32c(data, seed) == C._crc32c_portable(data, seed)
+    assert C._crc32c_portable(b"123456789") == 0xE3069283
+
+
+def test_crc32c_unaligned_and_strided_views(C, P):
+    raw = bytes(range(256)) * 40
+    for start in range(9):
+        view = memoryview(raw)[start:]
+        assert C.crc32c(view) == P.crc32c(bytes(view))
+    strided = memoryview(raw)[::3]
+    assert C.crc32c(strided) == P.crc32c(bytes(strided))
+
+
+def test_frame_size_matches_python_core(C, P):
+    for n in (0, 1, 7, 8, 9, 255, 1 << 20, 0x7FFFFFFF):
+        assert C.frame_size(n) == P.frame_size(n)
+    with pytest.raises(InvalidIndexError):
+        C.frame_size(-1)
+    with pytest.raises(EntryTypeError):
+        C.frame_size("8")
+
+
+# ---------------------------------------------------------------------------
+# Entry
+
+
+def test_entry_has_no_instance_dict_and_is_immutable(C):
+    e = C.Entry(1, 2, b"x")
+    assert not hasattr(e, "__dict__")
+    with pytest.raises(AttributeError):
+        e.index = 5
+    with pytest.raises(AttributeError):
+        e.extra = 1
+    with pytest.raises(AttributeError):
+        del e.payload
+    with pytest.raises(AttributeError):
+        e.__init__(3, 4)  # re-initialising would change a "frozen" entry
+    assert (e.index, e.term, e.payload, e.kind) == (1, 2, b"x", EntryKind.COMMAND)
+
+
+def test_entry_matches_python_entry(C):
+    for args in [(1, 2), (0, 0, b""), (2**64 - 1, 2**64 - 1, b"\x00" * 9, EntryKind.CONFIG), (5, 1, b"n", 0)]:
+        c, p = C.Entry(*args), PyEntry(*args)
+        assert c == p and p == c and not (c != p)
+        assert hash(c) == hash(p)
+        assert repr(c) == repr(p)
+        assert c.kind is p.kind
+        assert c.log_id == p.log_id == LogId(index=args[0], term=args[1])
+    assert C.Entry(1, 1, b"a") != PyEntry(1, 1, b"b")
+    assert C.Entry(1, 1) != (1, 1)
+    with pytest.raises(TypeError):
+        C.Entry(1, 1) < C.Entry(2, 1)  # noqa: B015 - no ordering, as PyEntry
+
+
+def test_entry_keyword_and_buffer_arguments(C):
+    e = C.Entry(index=3, term=4, payload=bytearray(b"ab"), kind=EntryKind.NOOP)
+    assert type(e.payload) is bytes and e.payload == b"ab" and e.kind is EntryKind.NOOP
+    assert C.Entry(1, 1, memoryview(b"xyz")).payload == b"xyz"
+
+
+def test_entry_pickle_and_copy(C):
+    import copy
+
+    e = C.Entry(7, 3, b"payload", EntryKind.CONFIG)
+    for clone in (pickle.loads(pickle.dumps(e)), copy.copy(e), copy.deepcopy(e)):
+        assert type(clone) is C.Entry and clone == e
+
+
+def test_entry_subclass_is_accepted_and_read_back_as_entry(C):
+    class MyEntry(C.Entry):
+        pass
+
+    core, _ = attached(C)
+    assert core.append([MyEntry(1, 1, b"a"), C.Entry(2, 1, b"b")]) == 2
+    got = core.get(1)
+    assert type(got) is C.Entry and got == MyEntry(1, 1, b"a")
+    with pytest.raises(AttributeError):
+        MyEntry(1, 1).anything = 1
+
+
+def test_uninitialised_entry_is_rejected(C):
+    core, _ = attached(C)
+    blank = C.Entry.__new__(C.Entry)
+    with pytest.raises(InvalidEntryError):
+        core.check_batch([blank])
+    with pytest.raises(InvalidEntryError):
+        core.append([blank])
+    assert core.segment_info(0) == (1, 0, DS, 0)
+
+
+def test_python_entries_are_rejected_by_the_c_core(C):
+    core, _ = attached(C)
+    with pytest.raises(EntryTypeError):
+        core.append([PyEntry(1, 1)])
+
+
+def test_ranges_recycle_entries_without_stale_fields(C):
+    core, _ = attached(C, 300)
+    want = batch(C, 1, 300)
+    for _ in range(5):
+        assert core.get_range(1, 300) == want
+        assert [core.get(i) for i in range(1, 301)] == want
+        assert core.get_range(101, 150) == want[100:150]
+
+
+# ---------------------------------------------------------------------------
+# the exported buffer keeps the mapping open
+
+
+def test_attached_mmap_cannot_be_closed_until_dropped(C):
+    mm = mmap.mmap(-1, SIZE)
+    core = C.LogCore(1 << 20)
+    core.load_segment(mm, 1, 0, DS)
+    core.append(batch(C, 1, 3))
+    with pytest.raises(BufferError):
+        mm.close()
+    core.drop_last_segment()
+    mm.close()
+
+
+def test_dropping_first_segment_and_freeing_core_release_buffers(C):
+    a, b = mmap.mmap(-1, SIZE), mmap.mmap(-1, SIZE)
+    core = C.LogCore(1 << 20)
+    core.load_segment(a, 1, 0, DS)
+    core.append(batch(C, 1, 4))
+    core.load_segment(b, 5, core.segment_info(0)[3], DS)
+    core.drop_first_segment()
+    a.close()
+    assert core.first_index() == 0 and core.segment_info(0)[0] == 5
+    del core
+    gc.collect()
+    b.close()
+
+
+def test_failed_load_releases_the_buffer(C):
+    mm = mmap.mmap(-1, SIZE)
+    core = C.LogCore(1 << 20)
+    with pytest.raises(InvalidIndexError):
+        core.load_segment(mm, 0, 0, DS)
+    with pytest.raises(InvalidIndexError):
+        core.load_segment(mm, 1, 0, SIZE + 1)
+    assert core.segment_count() == 0
+    mm.close()
+
+
+def test_read_only_buffer_reads_but_refuses_writes(C):
+    core, buf = attached(C, 5)
+    ro = C.LogCore(1 << 20)
+    res = ro.load_segment(bytes(buf), 1, 0, DS)
+    assert res.count == 5
+    assert ro.get_range(1, 5) == core.get_range(1, 5)
+    with pytest.raises(FastlogError):
+        ro.append(batch(C, 6, 1))
+    with pytest.raises(FastlogError):
+        ro.zero(0, res.end, res.end + 8)
+    with pytest.raises(FastlogError):
+        ro.write_at(0, 0, b"x")
+
+
+# ---------------------------------------------------------------------------
+# the busy guard (calls that run without the GIL)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda core, C: core.drop_last_segment(),
+        lambda core, C: core.drop_first_segment(),
+        lambda core, C: core.zero(0, SIZE - 8, SIZE),
+        lambda core, C: core.write_at(0, 0, b"x"),
+        lambda core, C: core.truncate(2),
+        lambda core, C: core.append(batch(C, 4, 1)),
+        lambda core, C: core.load_segment(bytearray(SIZE), 4, 0, DS),
+    ],
+)
+def test_busy_core_refuses_changes(C, call):
+    core, buf = attached(C, 3)
+    before = (core.segment_count(), core.segment_info(0), bytes(buf))
+    core._busy_enter()
+    try:
+        assert core.busy == 1
+        with pytest.raises(RuntimeError):
+            call(core, C)
+        # reads stay available
+        assert core.get(2) == batch(C, 1, 3)[1]
+        assert len(core.get_range(1, 3)) == 3
+        assert core.term_at(3) == 1
+        assert core.verify_segment(0)[0] == FL_OK
+    finally:
+        core._busy_exit()
+    assert core.busy == 0
+    assert (core.segment_count(), core.segment_info(0), bytes(buf)) == before
+    call(core, C)  # allowed again once idle
+    with pytest.raises(RuntimeError):
+        core._busy_exit()
+
+
+def test_append_keeps_no_payload_references(C):
+    import sys
+
+    core, _ = attached(C, size=1 << 20)
+    payload = b"q" * 1000
+    good = [C.Entry(i, 1, payload) for i in range(1, 101)]
+    bad_middle = good[:50] + [C.Entry(52, 1, payload)] + good[51:]
+    base = sys.getrefcount(payload)
+    assert core.append(good) == 100  # large: encoded without the GIL
+    for call in (lambda: core.append(bad_middle),  # fails half-way through gathering
+                 lambda: core.append(good),  # wrong first index
+                 lambda: core.append(good, 100)):  # start out of range
+        with pytest.raises((InvalidIndexError, InvalidEntryError)):
+            call()
+    assert core.append([C.Entry(101, 1, payload)]) == 1  # small: encoded with the GIL
+    assert sys.getrefcount(payload) == base
+
+
+def test_large_batches_encode_identically(C, P):
+    """Batches past the GIL-release threshold give the same bytes as small ones."""
+    entries = [C.Entry(i, 1 + i // 50, bytes([i & 0xFF]) * 600, EntryKind(i % 3)) for i in range(1, 401)]
+    big, big_buf = attached(C, size=1 << 20)
+    assert big.append(entries) == 400  # 240 KB of frames: encoded without the GIL
+    small, small_buf = attached(C, size=1 << 20)
+    for i in range(0, 400, 5):
+        assert small.append(entries[i : i + 5]) == 5
+    assert bytes(big_buf) == bytes(small_buf)
+    assert big.busy == 0
+    # The pure-Python core reads the very same records.
+    pc = P.LogCore(1 << 20)
+    res = pc.load_segment(bytes(big_buf), 1, 0, DS)
+    assert (res.count, res.end, res.last_crc) == big.segment_info(0)[1:]
+    assert [(e.index, e.term, e.kind, e.payload) for e in pc.get_range(1, 400)] == [
+        (e.index, e.term, e.kind, e.payload) for e in entries
+    ]
+
+
+def test_large_batch_that_does_not_fit_writes_a_prefix(C):
+    core, _ = attached(C, size=DS + 100 * (REC_HEADER_SIZE + 1024))
+    entries = [C.Entry(i, 1, b"z" * 1024) for i in range(1, 201)]
+    assert core.append(entries) == 100
+    assert core.last_index() == 100
+    assert core.append(entries, 100) == 100  # full: nothing more fits
+
+
+def test_reads_during_large_appends_from_another_thread(C):
+    """Readers on one thread never see a half-written record while another
+    thread appends with the GIL released."""
+    core, _ = attached(C, size=8 << 20)
+    payload = b"r" * 2000
+    total = 3000
+    errors = []
+
+    def writer():
+        try:
+            for first in range(1, total + 1, 100):
+                entries = [C.Entry(i, 7, payload) for i in range(first, first + 100)]
+                assert core.append(entries) == 100
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    seen = 0
+    while t.is_alive() or seen < total:
+        last = core.last_index()
+        assert last >= seen
+        seen = last
+        if last:
+            e = core.get(last)
+            assert e is not None and e.payload == payload and e.index == last
+            assert core.term_at(last) == 7
+            tail = core.get_range(max(1, last - 20), last + 50)
+            assert [x.index for x in tail] == list(range(max(1, last - 20), last + 1))
+        if not t.is_alive() and seen == core.last_index():
+            break
+    t.join()
+    assert not errors
+    assert core.last_index() == total and core.busy == 0
+    assert core.verify_segment(0)[0] == FL_OK
+
+
+# ---------------------------------------------------------------------------
+# damaged mappings never crash
+
+
+def test_damaged_mapping_gives_corruption_not_a_crash(C):
+    core, buf = attached(C, 3)
+    off = core.truncate(3)[0]  # offset of record 3
+    core.append(batch(C, 3, 1))
+    # Make record 3's length point far past the buffer.
+    buf[off + 4 : off + 8] = (0x7FFFFFF0).to_bytes(4, "little")
+    with pytest.raises(CorruptionError) as info:
+        core.get(3)
+    assert info.value.offset == off
+    with pytest.raises(CorruptionError):
+        core.get_range(1, 3)
+    assert core.get(2) is not None
+    assert core.verify_segment(0)[1] == off
+
+
+def test_verify_reads_detects_a_flipped_payload_byte(C):
+    core, buf = attached(C, 4, verify_reads=True)
+    plain = C.LogCore(1 << 20)
+    plain.load_segment(buf, 1, 0, DS)
+    off = core.truncate(4)[0]
+    core.append(batch(C, 4, 1))
+    plain_before = plain.get(4)
+    buf[off + REC_HEADER_SIZE] ^= 0x01
+    with pytest.raises(CorruptionError) as info:
+        core.get(4)
+    assert info.value.offset == off
+    assert core.verify_segment(0) == (FL_ERR_CRC, off)
+    assert plain.get(4).payload != plain_before.payload  # trusted reads do not re-check
+    plain.drop_last_segment()
+
+
+def test_garbage_buffers_scan_without_crashing(C):
+    import random
+
+    rng = random.Random(1234)
+    for _ in range(200):
+        size = rng.randrange(0, 600)
+        buf = bytearray(rng.getrandbits(8) for _ in range(size))
+        if size > 40 and rng.random() < 0.5:
+            buf[DS % size : DS % size + 32] = bytes(32)
+        core = C.LogCore(1 << 10, verify_reads=rng.random() < 0.5)
+        ds = rng.randrange(0, size + 1)
+        res = core.load_segment(buf, rng.randrange(1, 5), rng.getrandbits(32), ds)
+        assert res.end <= size
+        core.get_range(0, 2**64 - 1)
+        core.verify_segment(0)
+
+
+def test_bad_arguments_raise_fastlog_errors(C):
+    core, _ = attached(C, 2)
+    for bad in (-1, 2**64, "1", 1.0, None, True):
+        with pytest.raises((InvalidIndexError, EntryTypeError)):
+            core.get(bad)
+        with pytest.raises((InvalidIndexError, EntryTypeError)):
+            core.get_range(bad, 5)
+        with pytest.raises((InvalidIndexError, EntryTypeError)):
+            core.term_at(bad)
+    for bad in (5, -6, "0", None):
+        with pytest.raises((InvalidIndexError, EntryTypeError)):
+            core.segment_info(bad)
+    with pytest.raises(EntryTypeError):
+        core.append(iter(batch(C, 3, 1)))
+    with pytest.raises(EntryTypeError):
+        core.append(None)
+    assert core.last_index() == 2
+
+
+# ---------------------------------------------------------------------------
+# prefault
+
+
+def test_prefault(C):
+    mm = mmap.mmap(-1, 1 << 20)
+    assert isinstance(C.prefault(mm), bool)
+    assert isinstance(C.prefault(mm, 4096, 8192), bool)
+    assert C.prefault(mm, 100, 100) is True  # nothing to do
+    assert C.prefault(bytearray(10), 3) in (True, False)
+    with pytest.raises(InvalidIndexError):
+        C.prefault(mm, 0, (1 << 20) + 1)
+    with pytest.raises(EntryTypeError):
+        C.prefault(b"read-only")
+    assert mm[:16] == bytes(16)  # contents unchanged
+    mm.close()  # no export left behind

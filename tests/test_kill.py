@@ -1,0 +1,215 @@
+"""kill -9 at random moments: a child writes, the parent kills it, reopens and checks.
+
+The child tells the parent, through a pipe, every operation *before* doing it
+and every flush *after* it returned; the parent replays those lines into the
+same model the power-loss simulator uses (tests/crash/crashsim.py) and checks
+the promise after each kill.  The same directory lives through every kill, so
+each round also recovers what the previous rounds left.
+
+FASTLOG_KILLS sets the number of kills of the default test (20); the ``slow``
+test does FASTLOG_KILLS_SLOW (100).
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import List
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "crash"))
+
+import fastlog  # noqa: E402
+from crashsim import LogModel, LogState, env_int, payload_for, read_log, report  # noqa: E402
+
+SEGMENT_SIZE = 64 << 10
+REPO = Path(__file__).resolve().parent.parent
+
+CHILD = r'''
+import os, random, sys
+sys.path.insert(0, sys.argv[4])
+import fastlog
+from fastlog import HardState, LogId, VotedFor
+from fastlog.meta import FileMetaStore
+from crashsim import payload_for
+
+path, seed, sync = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rng = random.Random(seed)
+
+def say(line):
+    os.write(1, (line + "\n").encode())
+
+log = fastlog.Log(path, segment_size=64 << 10, sync=sync)
+meta = FileMetaStore(path)
+hs = meta.load_hard_state()
+hs_term = hs.current_term if hs else 0
+term = max([log.term_at(log.last_index()) or 0, 1])
+salt = seed * 1000003
+say("ready")
+while True:
+    r = rng.random()
+    last, first = log.last_index(), log.first_index()
+    b = log.purge_boundary()
+    low = (b.index if b else 0) + 1
+    salt += 1
+    if r < 0.55 or first == 0:
+        start = last + 1
+        if first == 0 and rng.random() < 0.2:
+            start = max(low, rng.randint(1, 40))
+        n, size = rng.randint(1, 20), rng.choice([0, 16, 300, 1500, 4000])
+        say(f"A {start} {n} {term} {salt} {size}")
+        log.append([log.Entry(index=start + i, term=term, payload=payload_for(start + i, term, salt, size)) for i in range(n)])
+        if sync == "always":
+            say("F")
+    elif r < 0.80:
+        log.flush()
+        say("F")
+    elif r < 0.87 and last > low:
+        term += 1
+        start = rng.randint(max(low, first), last)
+        n, size = rng.randint(1, 10), rng.choice([16, 900])
+        say(f"A {start} {n} {term} {salt} {size}")
+        log.append([log.Entry(index=start + i, term=term, payload=payload_for(start + i, term, salt, size)) for i in range(n)])
+        if sync == "always":
+            say("F")
+    elif r < 0.91 and last > low:
+        cut = rng.randint(low + 1, last)
+        say(f"T {cut}")
+        log.truncate(cut)
+        if sync == "always":
+            say("F")
+    elif r < 0.95 and first and last > first:
+        idx = rng.randint(first, last - 1)
+        t = log.term_at(idx)
+        say(f"P {idx} {t}")
+        log.purge(LogId(index=idx, term=t))
+    elif r < 0.96:
+        say("R")
+        log.reset()
+    else:
+        hs_term += 1
+        vote = rng.choice([None, 1, 2])
+        say(f"H {hs_term} {vote}")
+        meta.save_hard_state(HardState(current_term=hs_term, voted_for=None if vote is None else VotedFor(voted_for_id=vote, voted_for_term=hs_term)))
+'''
+
+
+def _hard_state(term: int, vote: str):
+    from fastlog import HardState, VotedFor
+
+    return HardState(current_term=term, voted_for=None if vote == "None" else VotedFor(voted_for_id=int(vote), voted_for_term=term))
+
+
+def replay(model: LogModel, lines: List[str]) -> int:
+    """Apply the child's lines to the model; returns the number of flushes it acknowledged."""
+    flushes = 0
+    for line in lines:
+        parts = line.split()
+        op = parts[0]
+        if op == "A":
+            start, n, term, salt, size = map(int, parts[1:])
+            model.begin_append([(start + i, term, 1, payload_for(start + i, term, salt, size)) for i in range(n)])
+        elif op == "T":
+            model.begin_truncate(int(parts[1]))
+        elif op == "P":
+            model.begin_purge(int(parts[1]), int(parts[2]))
+        elif op == "R":
+            model.begin_reset()
+        elif op == "H":
+            model.begin_save_hard_state(_hard_state(int(parts[1]), parts[2]))
+        elif op == "F":
+            model.flushed()
+            flushes += 1
+    return flushes
+
+
+def kill_rounds(tmp_path: Path, rounds: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    path = tmp_path / "log"
+    model = LogModel()
+    counts = {"kills": 0, "ops": 0, "flushes": 0, "cut": 0}
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    for k in range(rounds):
+        sync = "always" if k % 4 == 3 else "none"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), str(seed * 10007 + k), sync, str(REPO / "tests" / "crash")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        lines: List[str] = []
+        ready = threading.Event()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            buf = b""
+            for chunk in iter(lambda: proc.stdout.read1(65536), b""):
+                buf += chunk
+                *done, buf = buf.split(b"\n")
+                for d in done:
+                    text = d.decode()
+                    if text == "ready":
+                        ready.set()
+                    else:
+                        lines.append(text)
+            ready.set()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        assert ready.wait(60), "the child never started"
+        time.sleep(rng.choice([0.0, 0.001, 0.01, 0.03, 0.08, 0.15]) * rng.random())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+        reader.join(timeout=60)
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        proc.stderr.close() if proc.stderr else None
+        assert proc.returncode == -signal.SIGKILL, f"the child died on its own ({proc.returncode}):\n{err}"
+        counts["kills"] += 1
+        counts["ops"] += len(lines)
+        counts["flushes"] += replay(model, lines)
+        got = read_log(path, segment_size=SEGMENT_SIZE)
+        from fastlog.meta import FileMetaStore
+
+        if got.error is None:
+            got = type(got)(got.boundary, got.entries, got.last_index, got.first_index, FileMetaStore(path).load_hard_state(), None)
+        why = model.check(got, model.position(), check_hard_state=True)
+        assert why is None, f"after kill {k + 1} (sync={sync}, {len(lines)} lines, last: {lines[-3:]}): {why}"
+        if len(got.entries) < len(model.current.entries):
+            counts["cut"] += 1
+        # the reopened (and closed, so durable) log is where the next round starts
+        model.rebase(LogState(got.boundary, got.entries))
+        if got.hard_state is not None:
+            model.hard_states = [got.hard_state]
+        else:
+            model.hard_states = []
+    return counts
+
+
+def _report(request: pytest.FixtureRequest, counts: dict) -> None:
+    report(
+        request.config,
+        f"process kills ({fastlog.IMPLEMENTATION} core)",
+        "{kills} SIGKILLs of a writing child, {ops} operations replayed, {flushes} acknowledged flushes, "
+        "{cut} reopens lost only unacknowledged entries",
+        **counts,
+    )
+
+
+def test_kill_at_random_moments(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    counts = kill_rounds(tmp_path, env_int("FASTLOG_KILLS", 20), seed=1)
+    _report(request, counts)
+    assert counts["kills"] >= 1 and counts["flushes"] > 0
+
+
+@pytest.mark.slow
+def test_kill_at_random_moments_many(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    counts = kill_rounds(tmp_path, env_int("FASTLOG_KILLS_SLOW", 100), seed=2)
+    _report(request, counts)
+    assert counts["kills"] >= 100 or counts["kills"] == env_int("FASTLOG_KILLS_SLOW", 100)
