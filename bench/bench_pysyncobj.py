@@ -5,7 +5,7 @@ Three ``SyncObj`` nodes run in this process on 127.0.0.1, each holding a
 times them until every node has applied all of them.  The journals compared:
 
 ``file``
-    PySyncObj's ``FileJournal`` (no checksums, never fsyncs);
+    PySyncObj's ``FileJournal`` (no checksums, no sync while running);
 ``fastlog``
     ``FastlogJournal()`` with ``FastlogTCPTransport``: entries are fsynced
     before any message leaves a node, one fsync per batch (the recommended

@@ -144,8 +144,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{name} {node.selfNode.id:>21} {role:8} counter={c.get()} term={status['raft_term']} "
                   f"commit={status['commit_idx']} journal_entries={status['log_len']}")
     finally:
+        # Stop all nodes together, so no survivor starts an election meanwhile.
         for node, _ in nodes:
-            node.destroy_synchronous()
+            node.destroy()
+        for node, _ in nodes:
+            while node.tick_thread_alive():
+                time.sleep(0.01)
 
     for name in names:
         with FastlogJournal(os.path.join(base_dir, name)) as journal:

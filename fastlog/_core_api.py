@@ -54,8 +54,13 @@ class LogCore(Protocol):
     def __init__(self, max_payload: int, verify_reads: bool = False) -> None: ...
 
     # -- segment table ---------------------------------------------------
-    def load_segment(self, buf: Any, first_index: int, seed: int, data_start: int) -> ScanResult:
+    def load_segment(
+        self, buf: Any, first_index: int, seed: int, data_start: int, scan_tail: bool = True
+    ) -> ScanResult:
         """Attach ``buf`` as the new last segment and scan its records.
+
+        ``scan_tail=False`` skips looking for non-zero bytes after the last
+        record (``nonzero_after`` is then False): used for new, zeroed segments.
 
         ``first_index`` must equal ``last_index + 1`` when the core holds
         entries.  Scanning verifies every record from ``data_start`` and stops

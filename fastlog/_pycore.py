@@ -403,7 +403,9 @@ class LogCore:
     # -- segment table ---------------------------------------------------
 
     @_serialised
-    def load_segment(self, buf: Any, first_index: int, seed: int, data_start: int) -> ScanResult:
+    def load_segment(
+        self, buf: Any, first_index: int, seed: int, data_start: int, scan_tail: bool = True
+    ) -> ScanResult:
         mv = _byte_view(buf, "segment buffer")
         try:
             first_index = _check_u64("first_index", first_index)
@@ -433,7 +435,8 @@ class LogCore:
             raise
         self._segs.append(seg)
         self._firsts.append(first_index)
-        return ScanResult(seg.count, seg.end, seg.last_crc, status, _nonzero_in(mv, seg.end, seg.size))
+        nonzero = _nonzero_in(mv, seg.end, seg.size) if scan_tail else False
+        return ScanResult(seg.count, seg.end, seg.last_crc, status, nonzero)
 
     @staticmethod
     def _scan(seg: _Segment) -> int:

@@ -38,8 +38,10 @@ from .errors import (
     PoisonedError,
     StorageFullError,
 )
+from .preparer import SegmentPreparer, Spare
 from .segment import (
     Segment,
+    madvise_populate,
     SegmentHeader,
     decode_segment_header,
     encode_segment_header,
@@ -58,7 +60,6 @@ STATE_FILE = "STATE"
 LOCK_FILE = "LOCK"
 _STATE_BODY = struct.Struct("<QBQQQ")  # generation, has_purge, purge index, purge term, reserved
 _ZERO_CHUNK = 1 << 16
-_PREFAULT_AHEAD = 256 << 10  # keep this much of the mapping pre-faulted ahead of the end
 
 
 def _check_index(name: str, value: object) -> int:
@@ -94,6 +95,7 @@ class Log:
         stop_at_damage: bool = False,
         implementation: Optional[str] = None,
         claim_interval: float = 0.05,
+        prefault: bool = True,
     ) -> None:
         if isinstance(segment_size, bool) or not isinstance(segment_size, int):
             raise EntryTypeError("segment_size must be an int")
@@ -131,6 +133,12 @@ class Log:
         # fsync a second page write.  close() always makes the claims exact.
         self._claim_interval = claim_interval
         self._last_claim_time = 0.0
+        # Pre-faulting ahead of the writer (see fastlog.preparer).  Off under
+        # sync="always": there every pre-faulted page is one more page the next
+        # fsync writes, for appends too small to gain from it.
+        self._prefault_window = 0 if (read_only or sync == "always" or not prefault) else 4 << 20
+        self._populate = getattr(self._core_module, "prefault", None) or madvise_populate
+        self._preparer: Optional[SegmentPreparer] = None
         self._closed = True
         self._poisoned: Optional[BaseException] = None
         self._dir_dirty = False
@@ -371,6 +379,16 @@ class Log:
         path = os.path.join(self._path, segment_name(first_index))
         if os.path.exists(path):
             os.unlink(path)  # cannot be live: live segments are attached
+        if self._preparer is None and self._prefault_window:
+            self._preparer = SegmentPreparer(
+                self._path, self._segment_size, self._populate, self._prefault_window, 1 << 20
+            )
+        spare = self._preparer.take_spare() if self._preparer is not None else None
+        if spare is not None and spare.size == self._segment_size:
+            self._adopt_spare(spare, path, first_index, prev_crc)
+            return
+        if spare is not None:
+            spare.discard()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
@@ -394,7 +412,28 @@ class Log:
         seg = Segment(path, fd, mm, self._segment_size, hdr)
         seg.dirty = True
         try:
-            self._core.load_segment(mm, first_index, prev_crc, SEG_DATA_START)
+            self._core.load_segment(mm, first_index, prev_crc, SEG_DATA_START, scan_tail=False)
+        except BaseException:
+            seg.close()
+            os.unlink(path)
+            raise
+        self._segments.append(seg)
+        self._dir_dirty = True
+
+    def _adopt_spare(self, spare: Spare, path: str, first_index: int, prev_crc: int) -> None:
+        """Turn a prepared spare file into the next segment: header, then rename."""
+        hdr = SegmentHeader(self._generation, first_index, prev_crc, SEG_DATA_START)
+        try:
+            os.pwrite(spare.fd, encode_segment_header(hdr, self._crc32c), 0)
+            os.rename(spare.path, path)
+        except BaseException:
+            spare.discard()
+            raise
+        seg = Segment(path, spare.fd, spare.mm, spare.size, hdr)
+        seg.populated = spare.populated
+        seg.dirty = True
+        try:
+            self._core.load_segment(seg.mm, first_index, prev_crc, SEG_DATA_START, scan_tail=False)
         except BaseException:
             seg.close()
             os.unlink(path)
@@ -490,13 +529,7 @@ class Log:
             first = core.check_batch(entries)
             self._make_room_for(first)
             n = len(entries)
-            if self._segments:
-                seg = self._segments[-1]
-                if seg.populated < seg.size:
-                    seg.prefault(core.segment_info(-1)[2] + _PREFAULT_AHEAD)
-                pos = core.append(entries, 0)
-            else:
-                pos = 0
+            pos = core.append(entries, 0) if self._segments else 0
             if pos:
                 # This segment may not be the last one once the batch rolls over:
                 # mark it now or the next flush would skip its new records.
@@ -515,7 +548,10 @@ class Log:
                 if pos:
                     self._truncate_locked(first)
                 raise
-            self._segments[-1].dirty = True
+            seg = self._segments[-1]
+            seg.dirty = True
+            if self._preparer is not None:
+                self._preparer.advance(seg, core.segment_info(-1)[2])
         if self._sync_always:
             self.flush()
 
@@ -612,6 +648,9 @@ class Log:
         """Remove every entry with index <= ``cutoff.index`` and persist the boundary."""
         if not isinstance(cutoff, LogId):
             raise EntryTypeError(f"cutoff must be a LogId, not {type(cutoff).__name__}")
+        if cutoff.index >= (1 << 64) - 1:
+            # The read floor is the boundary + 1, which must fit in 64 bits.
+            raise InvalidIndexError(f"cannot purge up to index {cutoff.index}: the largest purge boundary is 2**64-2")
         b = self._boundary
         if b is None or cutoff.index > b.index:
             # The new boundary is durable as soon as STATE is written; the entries
@@ -785,6 +824,9 @@ class Log:
                     self._bind_closed()
 
     def _release_all(self) -> None:
+        if getattr(self, "_preparer", None) is not None:
+            self._preparer.close()
+            self._preparer = None
         while self._segments:
             seg = self._segments.pop()
             self._core.drop_last_segment()

@@ -8,6 +8,7 @@ import mmap
 import os
 import re
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -30,8 +31,19 @@ assert _HEADER.size + _CRC.size == SEG_HEADER_SIZE
 _NAME_RE = re.compile(r"^(\d{20})\.seg$")
 _PAGE = 4096
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14+
-_PREFAULT_CHUNK = 1 << 20
 _POPULATE_OK = [hasattr(mmap.mmap, "madvise") and os.uname().sysname == "Linux"]
+
+
+def madvise_populate(mm: mmap.mmap, start: int, end: int) -> bool:
+    """Pre-fault ``mm[start:end]`` for writing (the pure-Python way; holds the GIL)."""
+    if not _POPULATE_OK[0]:
+        return False
+    try:
+        mm.madvise(_MADV_POPULATE_WRITE, start, end - start)
+    except (OSError, ValueError):
+        _POPULATE_OK[0] = False  # a kernel older than 5.14, or not Linux: take the faults
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,7 @@ class Segment:
         "header_dirty",
         "epoch",
         "populated",
+        "lock",
     )
 
     def __init__(self, path: str, fd: int, mm: mmap.mmap, size: int, header: SegmentHeader):
@@ -110,6 +123,7 @@ class Segment:
         self.header_dirty = False  # header changed since the last fdatasync
         self.epoch = 0  # bumped by every truncation, so a flush in flight can tell
         self.populated = 0  # pages below this offset were pre-faulted for writing
+        self.lock = threading.Lock()
 
     @property
     def first_index(self) -> int:
@@ -119,32 +133,30 @@ class Segment:
         """The largest synced_end a crash could leave on disk."""
         return max(self.claim_written, self.claim_synced)
 
-    def prefault(self, upto: int) -> None:
-        """Pre-fault the mapping for writing up to ``upto`` bytes, a chunk at a time.
+    def prefault(self, upto: int, populate) -> None:
+        """Pre-fault the mapping for writing up to ``upto`` bytes (page-aligned).
 
         A first write to each page of a fresh shared mapping takes a page fault
-        that costs several microseconds (page-cache allocation plus the
-        filesystem's write notification); faulting a whole chunk in one
-        ``madvise(MADV_POPULATE_WRITE)`` call is several times cheaper.  The
-        chunk is kept small because pre-faulted pages are dirty zeros that the
-        next fsync writes out.
+        that costs microseconds (page-cache allocation plus the filesystem's
+        write notification); faulting a range in one call is several times
+        cheaper, and off the append path when a background thread does it.
+        ``populate(mm, start, end) -> bool`` does the work.
         """
-        if not _POPULATE_OK[0] or upto <= self.populated:
-            return
-        start = self.populated - self.populated % _PAGE
-        end = min(self.size, upto + _PREFAULT_CHUNK)
-        end += (-end) % _PAGE
-        end = min(end, self.size)
-        if end <= start:
-            return
-        try:
-            self.mm.madvise(_MADV_POPULATE_WRITE, start, end - start)
-        except (OSError, ValueError):
-            _POPULATE_OK[0] = False  # kernel older than 5.14 or not Linux: just take the faults
-            return
-        self.populated = end
+        with self.lock:
+            if self.fd < 0 or upto <= self.populated:
+                return
+            start = self.populated - self.populated % _PAGE
+            end = min(self.size, upto + (-upto) % _PAGE)
+            if end > start and populate(self.mm, start, end):
+                self.populated = end
 
     def close(self) -> None:
+        with self.lock:  # never unmap while a pre-fault runs on the mapping
+            self._close()
+
+    def _close(self) -> None:
+        if self.fd < 0:
+            return
         try:
             self.mm.close()
         finally:

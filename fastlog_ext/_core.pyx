@@ -645,8 +645,13 @@ cdef class LogCore:
 
     # -- segment table -----------------------------------------------------
 
-    def load_segment(self, buf, first_index, seed, data_start):
-        """Attach ``buf`` as the new last segment and scan its records."""
+    def load_segment(self, buf, first_index, seed, data_start, scan_tail=True):
+        """Attach ``buf`` as the new last segment and scan its records.
+
+        ``scan_tail=False`` skips the check for non-zero bytes after the last
+        record (reported as no such bytes): for a segment just created, which is
+        known to be zero, that check would touch every page of it.
+        """
         cdef uint64_t fi, nxt
         cdef uint32_t sd
         cdef Segment *prev
@@ -703,8 +708,10 @@ cdef class LogCore:
                 if status != FL_OK:
                     break
                 _reserve(seg, seg.cap * 2)
-            with nogil:
-                nonzero = not fl_all_zero(seg.base, off, seg.size)
+            nonzero = False
+            if scan_tail:
+                with nogil:
+                    nonzero = not fl_all_zero(seg.base, off, seg.size)
             seg.end = off
             seg.last_crc = sd
             self.segs[self.nsegs] = seg

@@ -36,10 +36,20 @@ def _params():
     return params
 
 
+def _required(engine: str) -> bool:
+    """Whether a missing engine fails the run instead of skipping (CI sets these)."""
+    if os.environ.get("FASTLOG_REQUIRE_PEERS", "").strip() == "1":
+        return True
+    return engine == "fastlog" and os.environ.get("FASTLOG_REQUIRE_EXTENSION", "").strip() == "1"
+
+
 def _spec(engine: str):
     spec = get_engine(engine)
     if not spec.available:
-        pytest.skip(f"engine {engine} is not available: {spec.missing_reason}")
+        message = f"engine {engine} is not available: {spec.missing_reason}"
+        if _required(engine):
+            pytest.fail(message)
+        pytest.skip(message)
     return spec
 
 
@@ -123,3 +133,102 @@ def test_run_all_tests_passes_on_the_memory_engine(tmp_path) -> None:
     results = asyncio.run(run_all_tests(open_memory, persistent=False, base_dir=str(tmp_path)))
     assert len(results) == len(CASE_NAMES) and all(r.passed for r in results)
     assert os.listdir(tmp_path) == []  # case directories are cleaned up
+
+
+# -- registry ----------------------------------------------------------------------
+
+
+def test_registry_lists_every_engine() -> None:
+    from fastlog.engines import available_engines, engines, missing_engines
+
+    names = [spec.name for spec in engines()]
+    assert names == list(ENGINE_NAMES)
+    assert {"fastlog", "fastlog-python", "memory", "sqlite", "lmdb", "rocksdb", "leveldb"} <= set(names)
+    available = {spec.name for spec in available_engines()}
+    assert available | set(missing_engines()) == set(names)
+    assert not available & set(missing_engines())
+    with pytest.raises(KeyError, match="known engines"):
+        get_engine("no-such-engine")
+
+
+def test_missing_package_is_reported_not_raised(tmp_path) -> None:
+    from fastlog.engines import EngineSpec, EngineUnavailableError, _probe_modules
+
+    spec = EngineSpec(
+        name="imaginary",
+        summary="an engine whose package is not installed",
+        module="fastlog.engines.memory",
+        opener="open_memory",
+        probe=_probe_modules("fastlog_no_such_package", hint="pip install it"),
+    )
+    assert not spec.available
+    assert "fastlog_no_such_package" in spec.missing_reason and "pip install it" in spec.missing_reason
+    with pytest.raises(EngineUnavailableError, match="imaginary"):
+        spec.open(tmp_path)
+
+
+# -- group flush and failed syncs (the adapters' own machinery) ---------------------
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "lmdb", "rocksdb", "leveldb"])
+def test_concurrent_flushes_share_syncs(engine: str, tmp_path) -> None:
+    from fastlog.testing import make_entries
+
+    spec = _spec(engine)
+
+    async def writer(store, entry) -> None:
+        await store.persist_entries([entry])
+        await store.flush_async()
+
+    async def check() -> None:
+        eng = spec.open(tmp_path / "db")
+        try:
+            store = eng.log_store()
+            entries = make_entries(1, 64)
+            await asyncio.gather(*(writer(store, e) for e in entries))
+            syncs = store.group_flush.syncs
+            assert 1 <= syncs <= 8, syncs  # 64 flushes, a handful of syncs
+            assert store.durable_index() == 64
+        finally:
+            await eng.close()
+        eng = spec.open(tmp_path / "db")
+        try:
+            assert eng.log_store().get_entries(1, 64) == entries
+        finally:
+            await eng.close()
+
+    asyncio.run(check())
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "lmdb", "rocksdb", "leveldb"])
+def test_failed_sync_poisons_the_store(engine: str, tmp_path) -> None:
+    from fastlog.errors import PoisonedError
+    from fastlog.testing import make_entries
+
+    spec = _spec(engine)
+
+    async def check() -> None:
+        eng = spec.open(tmp_path / "db")
+        store = eng.log_store()
+        await store.persist_entries(make_entries(1, 3))
+
+        def failing_sync() -> None:
+            raise OSError(5, "injected I/O error")
+
+        store.group_flush._sync = failing_sync
+        results = await asyncio.gather(*(store.flush_async() for _ in range(4)), return_exceptions=True)
+        assert isinstance(results[0], OSError)
+        assert all(isinstance(r, (OSError, PoisonedError)) for r in results)
+        with pytest.raises(PoisonedError):
+            await store.persist_entries(make_entries(4, 4))
+        with pytest.raises(PoisonedError):
+            store.flush()
+        assert store.get_entries(1, 3) == make_entries(1, 3)  # reads still work
+        await eng.close()
+        reopened = spec.open(tmp_path / "db")
+        try:
+            assert reopened.log_store().last_index() == 3
+        finally:
+            await reopened.close()
+
+    asyncio.run(check())

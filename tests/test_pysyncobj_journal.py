@@ -20,7 +20,7 @@ import pysyncobj.syncobj as ps_syncobj  # noqa: E402
 from pysyncobj.journal import FileJournal, Journal, MemoryJournal  # noqa: E402
 
 from fastlog import _osio  # noqa: E402
-from fastlog.errors import ClosedError, CorruptionError, InvalidIndexError, LockedError  # noqa: E402
+from fastlog.errors import ClosedError, CorruptionError, InvalidIndexError, LockedError, PoisonedError  # noqa: E402
 from fastlog.integrations import pysyncobj as fl_ps  # noqa: E402
 from fastlog.integrations.pysyncobj import FastlogJournal  # noqa: E402
 from fastlog.smallfile import read_small_file  # noqa: E402
@@ -222,6 +222,42 @@ def test_closed_and_locked(tmp_path, impl):
     with pytest.raises(ClosedError):
         fj[1]
     fj.onOneSecondTimer()  # SyncObj may still tick once: harmless
+
+
+def test_failed_fsync_is_raised_and_stops_writes(tmp_path, impl, monkeypatch):
+    fj = open_journal(tmp_path / "j", impl, sync="always")
+    fill([fj], 1, 5)
+
+    def failing(fd):
+        raise OSError(5, "injected I/O error")
+
+    monkeypatch.setattr(_osio, "fdatasync", failing)
+    with pytest.raises(OSError):
+        fj.add(b"x", 6, 1)  # SyncObj's tick stops here: nothing is acknowledged
+    monkeypatch.undo()
+    assert len(fj) == 6 and fj[-1] == (b"x", 6, 1)  # the journal still matches the log
+    with pytest.raises(PoisonedError):
+        fj.add(b"y", 7, 1)
+    fj._destroy()  # SyncObj's shutdown still releases the directory
+    assert fj.closed
+    with open_journal(tmp_path / "j", impl) as again:  # reopening recovers what is on disk
+        assert again[:5] == [(b"cmd-%d" % i + b"x" * (i % 50), i, i // 7) for i in range(1, 6)]
+
+
+def test_failed_state_write_is_raised(tmp_path, impl, monkeypatch):
+    fj = open_journal(tmp_path / "j", impl)
+
+    def failing(fd):
+        raise OSError(28, "injected: no space")
+
+    monkeypatch.setattr(_osio, "fsync", failing)
+    with pytest.raises(OSError):
+        fj.setCurrentTerm(4, "127.0.0.1:1")  # SyncObj must not send the vote
+    monkeypatch.undo()
+    fj.setCurrentTerm(4, "127.0.0.1:1")  # retried once the disk works again
+    fj.close()
+    with open_journal(tmp_path / "j", impl) as again:
+        assert (again.getCurrentTerm(), again.getVotedForNodeId()) == (4, "127.0.0.1:1")
 
 
 def test_bad_options(tmp_path, impl):

@@ -3,7 +3,8 @@
 PySyncObj (``pip install pysyncobj``) keeps its Raft log in a *journal*: an
 object created by ``pysyncobj.syncobj.createJournal(conf.journalFile)``.  Its
 own ``FileJournal`` keeps every entry in a Python list, writes no checksums,
-never fsyncs and rewrites the whole file on every log compaction.
+syncs its file only when the node shuts down and rewrites the whole file on
+every log compaction.
 :class:`FastlogJournal` implements the same interface on a :class:`fastlog.Log`:
 
 * entries live in fastlog segments (checksummed, recovered after a crash) and
@@ -47,7 +48,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from .._types import LogId
-from ..errors import CorruptionError, InvalidIndexError
+from ..errors import ClosedError, CorruptionError, InvalidIndexError, PoisonedError
 from ..log import Log
 from ..smallfile import read_small_file, write_small_file
 
@@ -101,13 +102,16 @@ def _encode_vote(vote: Any) -> Tuple[int, bytes]:
 
 
 def _decode_vote(kind: int, data: bytes, path: str) -> Any:
-    if kind == _VOTE_NONE and not data:
-        return None
-    if kind == _VOTE_STR:
-        return data.decode("utf-8")
-    if kind == _VOTE_PICKLE:
-        return _pickle.loads(data)
-    raise CorruptionError(f"unknown vote encoding {kind}", path, None)
+    try:
+        if kind == _VOTE_NONE and not data:
+            return None
+        if kind == _VOTE_STR:
+            return data.decode("utf-8")
+        if kind == _VOTE_PICKLE:
+            return _pickle.loads(data)
+    except Exception as exc:
+        raise CorruptionError(f"undecodable vote ({exc})", path, None) from exc
+    raise CorruptionError(f"bad vote encoding {kind} with {len(data)} bytes", path, None)
 
 
 def _check_u64(name: str, value: Any) -> int:
@@ -156,7 +160,7 @@ class FastlogJournal(_ps_journal.Journal):
         :meth:`onOneSecondTimer`, :meth:`flush` and :meth:`_destroy`.  Without
         the transport, a power loss can lose up to about a second of
         acknowledged entries -- still stronger than PySyncObj's own
-        ``FileJournal``, which never fsyncs.
+        ``FileJournal``, which syncs only when the node shuts down.
 
     Term and vote are always written durably before :meth:`setCurrentTerm`
     returns (PySyncObj sends the vote right after).  The commit index is only
@@ -276,14 +280,16 @@ class FastlogJournal(_ps_journal.Journal):
             )
         self._log.append([self._entry_cls(idx, term, payload)])
         self._writes += 1
-        if not self._deferred:
-            self.sync_entries()
         entry = (payload, idx, term)
         if self._count == 0:
             self._first = idx
             self._first_cache = entry
         self._count += 1
         self._last_cache = entry
+        if not self._deferred:
+            # A failed fsync raises here (and poisons the log): SyncObj's tick
+            # stops before it can acknowledge the entry.
+            self.sync_entries()
 
     def clear(self) -> None:
         """Remove every entry (and the purge boundary)."""
@@ -343,6 +349,8 @@ class FastlogJournal(_ps_journal.Journal):
 
     def __getitem__(self, item: Union[int, slice]) -> Any:
         """``journal[i]`` (negative counts from the end) or ``journal[a:b:c]`` (a list)."""
+        if self._closed:
+            raise ClosedError(f"journal {self._directory} is closed")
         n = self._count
         if isinstance(item, slice):
             start, stop, step = item.indices(n)
@@ -438,6 +446,8 @@ class FastlogJournal(_ps_journal.Journal):
         try:
             if not self._log.closed:
                 self.flush()
+        except PoisonedError:
+            pass  # the failed write was raised when it happened; just let go of the files
         finally:
             self._closed = True
             self._log.close()
