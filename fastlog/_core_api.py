@@ -55,12 +55,15 @@ class LogCore(Protocol):
 
     # -- segment table ---------------------------------------------------
     def load_segment(
-        self, buf: Any, first_index: int, seed: int, data_start: int, scan_tail: bool = True
+        self, buf: Any, first_index: int, seed: int, data_start: int, fresh: bool = False, fd: int = -1
     ) -> ScanResult:
         """Attach ``buf`` as the new last segment and scan its records.
 
-        ``scan_tail=False`` skips looking for non-zero bytes after the last
-        record (``nonzero_after`` is then False): used for new, zeroed segments.
+        ``fresh=True`` says the segment was just created and is all zero past
+        ``data_start``: nothing is read (count 0, status FL_ERR_ZERO).
+        ``fd`` (when >= 0) is the writable file behind ``buf``: appends then
+        write their frames with ``pwrite`` instead of storing them through the
+        mapping (see docs/format.md, "How appends reach the file").
 
         ``first_index`` must equal ``last_index + 1`` when the core holds
         entries.  Scanning verifies every record from ``data_start`` and stops

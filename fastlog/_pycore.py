@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import os
 import threading
 import struct
 from bisect import bisect_right
@@ -317,9 +318,12 @@ def _make_entry(index: int, term: int, payload: bytes, kind: int) -> PyEntry:
 class _Segment:
     """One attached segment: its buffer, chain state and record arrays."""
 
-    __slots__ = ("buf", "mv", "size", "first_index", "seed", "data_start", "count", "end", "last_crc", "offsets", "terms")
+    __slots__ = (
+        "buf", "mv", "size", "first_index", "seed", "data_start", "count", "end", "last_crc", "offsets", "terms", "fd"
+    )
 
-    def __init__(self, buf: Any, mv: memoryview, first_index: int, seed: int, data_start: int) -> None:
+    def __init__(self, buf: Any, mv: memoryview, first_index: int, seed: int, data_start: int, fd: int = -1) -> None:
+        self.fd = fd
         self.buf = buf
         self.mv = mv
         self.size = len(mv)
@@ -404,7 +408,7 @@ class LogCore:
 
     @_serialised
     def load_segment(
-        self, buf: Any, first_index: int, seed: int, data_start: int, scan_tail: bool = True
+        self, buf: Any, first_index: int, seed: int, data_start: int, fresh: bool = False, fd: int = -1
     ) -> ScanResult:
         mv = _byte_view(buf, "segment buffer")
         try:
@@ -427,15 +431,19 @@ class LogCore:
         except BaseException:
             mv.release()
             raise
-        seg = _Segment(buf, mv, first_index, seed, data_start)
+        fd = _as_int("fd", fd)
+        if fd < -1 or fd > 0x7FFFFFFF or (fd >= 0 and mv.readonly):
+            mv.release()
+            raise InvalidEntryError(f"fd must be -1 or a file descriptor of a writable segment, got {fd}")
+        seg = _Segment(buf, mv, first_index, seed, data_start, fd)
         try:
-            status = self._scan(seg)
+            status = FL_ERR_ZERO if fresh else self._scan(seg)
         except BaseException:
             mv.release()
             raise
         self._segs.append(seg)
         self._firsts.append(first_index)
-        nonzero = _nonzero_in(mv, seg.end, seg.size) if scan_tail else False
+        nonzero = False if fresh else _nonzero_in(mv, seg.end, seg.size)
         return ScanResult(seg.count, seg.end, seg.last_crc, status, nonzero)
 
     @staticmethod
@@ -540,8 +548,23 @@ class LogCore:
         if first != expected:
             raise InvalidIndexError(f"entry {first} does not follow the last index {expected - 1}")
 
-        mv, size = seg.mv, seg.size
+        size = seg.size
         off, crc = seg.end, seg.last_crc
+        if seg.fd >= 0:
+            # Build the frames in a buffer and pwrite them (see the compiled
+            # core and docs/format.md, "How appends reach the file").
+            need = 0
+            for k in range(start, n):
+                fs = REC_HEADER_SIZE + ((len(entries[k].payload) + 7) & ~7)
+                if off + need + fs > size:
+                    break
+                need += fs
+            base = off
+            mv = memoryview(bytearray(need))
+            size = off + need
+        else:
+            base = 0
+            mv = seg.mv
         pack_tail = _HEADER_TAIL.pack_into
         pack_crc = _CRC_FIELD.pack_into
         offsets: List[int] = []
@@ -555,16 +578,22 @@ class LogCore:
             end = off + REC_HEADER_SIZE + ((length + 7) & ~7)
             if end > size:
                 break
-            pack_tail(mv, off + 4, length, entry.index, entry.term, int(entry.kind))
-            mv[off + REC_HEADER_SIZE : data_end] = payload
+            o = off - base
+            pack_tail(mv, o + 4, length, entry.index, entry.term, int(entry.kind))
+            mv[o + REC_HEADER_SIZE : data_end - base] = payload
             if end != data_end:
-                mv[data_end:end] = _ZERO_PAD[: end - data_end]
-            crc = _crc(mv[off + 4 : data_end], crc)
-            pack_crc(mv, off, crc)
+                mv[data_end - base : end - base] = _ZERO_PAD[: end - data_end]
+            crc = _crc(mv[o + 4 : data_end - base], crc)
+            pack_crc(mv, o, crc)
             offsets.append(off)
             terms.append(entry.term)
             off = end
             i += 1
+        if seg.fd >= 0 and off > base:
+            data = mv[: off - base]
+            done = 0
+            while done < len(data):
+                done += os.pwrite(seg.fd, data[done:], base + done)
         seg.add(offsets, terms)
         seg.end = off
         seg.last_crc = crc

@@ -38,10 +38,9 @@ from .errors import (
     PoisonedError,
     StorageFullError,
 )
-from .preparer import SegmentPreparer, Spare
+from .zero_ahead import ZeroAhead
 from .segment import (
     Segment,
-    madvise_populate,
     SegmentHeader,
     decode_segment_header,
     encode_segment_header,
@@ -95,7 +94,7 @@ class Log:
         stop_at_damage: bool = False,
         implementation: Optional[str] = None,
         claim_interval: float = 0.05,
-        prefault: bool = True,
+        zero_ahead: bool = True,
     ) -> None:
         if isinstance(segment_size, bool) or not isinstance(segment_size, int):
             raise EntryTypeError("segment_size must be an int")
@@ -133,12 +132,9 @@ class Log:
         # fsync a second page write.  close() always makes the claims exact.
         self._claim_interval = claim_interval
         self._last_claim_time = 0.0
-        # Pre-faulting ahead of the writer (see fastlog.preparer).  Off under
-        # sync="always": there every pre-faulted page is one more page the next
-        # fsync writes, for appends too small to gain from it.
-        self._prefault_window = 0 if (read_only or sync == "always" or not prefault) else 4 << 20
-        self._populate = getattr(self._core_module, "prefault", None) or madvise_populate
-        self._preparer: Optional[SegmentPreparer] = None
+        # Written-and-synced space ahead of a flushing writer (fastlog.zero_ahead).
+        self._zero_ahead_window = 0 if (read_only or not zero_ahead) else 4 << 20
+        self._zero_ahead: Optional[ZeroAhead] = None
         self._closed = True
         self._poisoned: Optional[BaseException] = None
         self._dir_dirty = False
@@ -274,7 +270,10 @@ class Log:
                     self._cut_after(headers[i:], self._segments[-1].path, end)
                     break
             seg = self._open_segment(path, hdr)
-            res = self._core.load_segment(seg.mm, hdr.first_index, hdr.prev_crc, hdr.data_start)
+            res = self._core.load_segment(
+                seg.mm, hdr.first_index, hdr.prev_crc, hdr.data_start, fd=-1 if self._read_only else seg.fd
+            )
+            seg.write_end = res.end
             self._segments.append(seg)
             clean = res.status == FL_ERR_ZERO and not res.nonzero_after
             if res.end < hdr.synced_end:
@@ -379,16 +378,6 @@ class Log:
         path = os.path.join(self._path, segment_name(first_index))
         if os.path.exists(path):
             os.unlink(path)  # cannot be live: live segments are attached
-        if self._preparer is None and self._prefault_window:
-            self._preparer = SegmentPreparer(
-                self._path, self._segment_size, self._populate, self._prefault_window, 1 << 20
-            )
-        spare = self._preparer.take_spare() if self._preparer is not None else None
-        if spare is not None and spare.size == self._segment_size:
-            self._adopt_spare(spare, path, first_index, prev_crc)
-            return
-        if spare is not None:
-            spare.discard()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
@@ -412,28 +401,7 @@ class Log:
         seg = Segment(path, fd, mm, self._segment_size, hdr)
         seg.dirty = True
         try:
-            self._core.load_segment(mm, first_index, prev_crc, SEG_DATA_START, scan_tail=False)
-        except BaseException:
-            seg.close()
-            os.unlink(path)
-            raise
-        self._segments.append(seg)
-        self._dir_dirty = True
-
-    def _adopt_spare(self, spare: Spare, path: str, first_index: int, prev_crc: int) -> None:
-        """Turn a prepared spare file into the next segment: header, then rename."""
-        hdr = SegmentHeader(self._generation, first_index, prev_crc, SEG_DATA_START)
-        try:
-            os.pwrite(spare.fd, encode_segment_header(hdr, self._crc32c), 0)
-            os.rename(spare.path, path)
-        except BaseException:
-            spare.discard()
-            raise
-        seg = Segment(path, spare.fd, spare.mm, spare.size, hdr)
-        seg.populated = spare.populated
-        seg.dirty = True
-        try:
-            self._core.load_segment(seg.mm, first_index, prev_crc, SEG_DATA_START, scan_tail=False)
+            self._core.load_segment(mm, first_index, prev_crc, SEG_DATA_START, fresh=True, fd=fd)
         except BaseException:
             seg.close()
             os.unlink(path)
@@ -529,7 +497,7 @@ class Log:
             first = core.check_batch(entries)
             self._make_room_for(first)
             n = len(entries)
-            pos = core.append(entries, 0) if self._segments else 0
+            pos = self._append_to_last(entries, 0) if self._segments else 0
             if pos:
                 # This segment may not be the last one once the batch rolls over:
                 # mark it now or the next flush would skip its new records.
@@ -537,7 +505,7 @@ class Log:
             try:
                 while pos < n:
                     self._roll_over(first if not self._segments else None)
-                    new_pos = core.append(entries, pos)
+                    new_pos = self._append_to_last(entries, pos)
                     if new_pos == pos:
                         raise EntryTooLargeError(f"entry {pos} does not fit in an empty segment")
                     pos = new_pos
@@ -550,10 +518,17 @@ class Log:
                 raise
             seg = self._segments[-1]
             seg.dirty = True
-            if self._preparer is not None:
-                self._preparer.advance(seg, core.segment_info(-1)[2])
+            if self._zero_ahead is not None:
+                self._zero_ahead.after_append(seg)
         if self._sync_always:
             self.flush()
+
+    def _append_to_last(self, entries: Sequence[Any], pos: int) -> int:
+        seg = self._segments[-1]
+        with seg.lock:  # the zero-ahead thread writes past write_end under this lock
+            new_pos = self._core.append(entries, pos)
+            seg.write_end = self._core.segment_info(-1)[2]
+        return new_pos
 
     def _make_room_for(self, first: int) -> None:
         # Runs under _wlock, before anything is written.
@@ -618,7 +593,9 @@ class Log:
                 self._dir_dirty = False
             pos = len(self._segments) - 1
             seg = self._segments[-1]
-            cut, old_end = self._core.truncate(from_index)
+            with seg.lock:
+                cut, old_end = self._core.truncate(from_index)
+                seg.write_end = cut
             seg.epoch += 1
             if cut < seg.claim_on_disk_at_most():
                 # The header must stop claiming the removed bytes before they go.
@@ -764,6 +741,10 @@ class Log:
                     last = min(last, self._trunc_low - 1)
                 if last > self._durable_index:
                     self._durable_index = last
+                if targets and self._zero_ahead_window and self._segments:
+                    if self._zero_ahead is None:
+                        self._zero_ahead = ZeroAhead(self._zero_ahead_window)
+                    self._zero_ahead.after_flush(self._segments[-1])
                 return self._durable_index
 
     def verify(self) -> List[CorruptionError]:
@@ -824,9 +805,9 @@ class Log:
                     self._bind_closed()
 
     def _release_all(self) -> None:
-        if getattr(self, "_preparer", None) is not None:
-            self._preparer.close()
-            self._preparer = None
+        if getattr(self, "_zero_ahead", None) is not None:
+            self._zero_ahead.close()
+            self._zero_ahead = None
         while self._segments:
             seg = self._segments.pop()
             self._core.drop_last_segment()

@@ -30,20 +30,6 @@ _CRC = struct.Struct("<I")
 assert _HEADER.size + _CRC.size == SEG_HEADER_SIZE
 _NAME_RE = re.compile(r"^(\d{20})\.seg$")
 _PAGE = 4096
-_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14+
-_POPULATE_OK = [hasattr(mmap.mmap, "madvise") and os.uname().sysname == "Linux"]
-
-
-def madvise_populate(mm: mmap.mmap, start: int, end: int) -> bool:
-    """Pre-fault ``mm[start:end]`` for writing (the pure-Python way; holds the GIL)."""
-    if not _POPULATE_OK[0]:
-        return False
-    try:
-        mm.madvise(_MADV_POPULATE_WRITE, start, end - start)
-    except (OSError, ValueError):
-        _POPULATE_OK[0] = False  # a kernel older than 5.14, or not Linux: take the faults
-        return False
-    return True
 
 
 @dataclass(frozen=True)
@@ -106,7 +92,8 @@ class Segment:
         "dirty",
         "header_dirty",
         "epoch",
-        "populated",
+        "zeroed",
+        "write_end",
         "lock",
     )
 
@@ -122,8 +109,9 @@ class Segment:
         self.dirty = False  # records written since the last fdatasync
         self.header_dirty = False  # header changed since the last fdatasync
         self.epoch = 0  # bumped by every truncation, so a flush in flight can tell
-        self.populated = 0  # pages below this offset were pre-faulted for writing
-        self.lock = threading.Lock()
+        self.zeroed = 0  # bytes below this offset were written (zeros or records) ahead of time
+        self.write_end = header.data_start  # the write position as of the last append
+        self.lock = threading.Lock()  # appends and the zero-ahead thread (fastlog.zero_ahead)
 
     @property
     def first_index(self) -> int:
@@ -133,25 +121,8 @@ class Segment:
         """The largest synced_end a crash could leave on disk."""
         return max(self.claim_written, self.claim_synced)
 
-    def prefault(self, upto: int, populate) -> None:
-        """Pre-fault the mapping for writing up to ``upto`` bytes (page-aligned).
-
-        A first write to each page of a fresh shared mapping takes a page fault
-        that costs microseconds (page-cache allocation plus the filesystem's
-        write notification); faulting a range in one call is several times
-        cheaper, and off the append path when a background thread does it.
-        ``populate(mm, start, end) -> bool`` does the work.
-        """
-        with self.lock:
-            if self.fd < 0 or upto <= self.populated:
-                return
-            start = self.populated - self.populated % _PAGE
-            end = min(self.size, upto + (-upto) % _PAGE)
-            if end > start and populate(self.mm, start, end):
-                self.populated = end
-
     def close(self) -> None:
-        with self.lock:  # never unmap while a pre-fault runs on the mapping
+        with self.lock:  # never close while the zero-ahead thread uses the file
             self._close()
 
     def _close(self) -> None:

@@ -24,7 +24,7 @@ import fcntl
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO, Tuple
 
 from . import _osio
 from ._core_api import SEG_DATA_START, SEG_HEADER_SIZE

@@ -63,6 +63,7 @@ cdef struct Segment:
     size_t end            # offset just past the last record
     uint32_t seed         # chain seed of the first record
     uint32_t last_crc     # crc of the last record (seed when none)
+    int fd                # >= 0: appends are written with pwrite to this file (see append)
 
 
 # A batch entry gathered with the GIL held, so frames can be encoded without it.
@@ -95,6 +96,8 @@ cdef class LogCore:
     cdef int _busy        # calls running with the GIL released (see _enter)
     cdef BatchItem *scratch   # append's gathered batch (used only inside its busy section)
     cdef size_t scratch_cap
+    cdef uint8_t *wbuf        # append's frame buffer when segments are written with pwrite
+    cdef size_t wbuf_cap
 
     cdef int _enter(self, str what) except -1
     cdef Py_ssize_t _pos(self, object pos) except -1

@@ -24,8 +24,12 @@ from cpython.tuple cimport PyTuple_CheckExact
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy, memset
+from libc.errno cimport errno, EINTR, EIO
+from posix.types cimport off_t
+from posix.unistd cimport pwrite
 
 import mmap as _mmap
+import os
 from collections import namedtuple
 
 # Bound before the fastlog imports below: when this module is imported before
@@ -419,7 +423,7 @@ cdef int _reserve(Segment *seg, size_t need) except -1:
     return 0
 
 
-cdef size_t _encode_run(Segment *seg, const BatchItem *items, size_t n,
+cdef size_t _encode_run(Segment *seg, uint8_t *dst, const BatchItem *items, size_t n,
                         size_t *end, uint32_t *crc) noexcept nogil:
     """Frame items into the segment after its last record while they fit.
 
@@ -436,7 +440,8 @@ cdef size_t _encode_run(Segment *seg, const BatchItem *items, size_t n,
         fs = fl_frame_size(items[i].length)
         if fs > seg.size - off:
             break
-        c = fl_encode(seg.base + off, c, items[i].index, items[i].term, items[i].kind,
+        # dst holds the bytes that go to offset seg.end onwards
+        c = fl_encode(dst + (off - seg.end), c, items[i].index, items[i].term, items[i].kind,
                       items[i].data, items[i].length)
         seg.offsets[slot] = off
         seg.terms[slot] = items[i].term
@@ -447,6 +452,23 @@ cdef size_t _encode_run(Segment *seg, const BatchItem *items, size_t n,
     end[0] = off
     crc[0] = c
     return i
+
+
+cdef int _pwrite_all(int fd, const uint8_t *data, size_t n, size_t off) noexcept nogil:
+    """Write all of data at off; 0 or the errno of the failure."""
+    cdef ssize_t w
+    while n > 0:
+        w = pwrite(fd, data, n, <off_t>off)
+        if w < 0:
+            if errno == EINTR:
+                continue
+            return errno
+        if w == 0:
+            return EIO
+        data += w
+        n -= <size_t>w
+        off += <size_t>w
+    return 0
 
 
 cdef class LogCore:
@@ -479,6 +501,8 @@ cdef class LogCore:
         self.nsegs = 0
         free(self.scratch)
         self.scratch = NULL
+        free(self.wbuf)
+        self.wbuf = NULL
 
     @property
     def max_payload(self):
@@ -645,12 +669,16 @@ cdef class LogCore:
 
     # -- segment table -----------------------------------------------------
 
-    def load_segment(self, buf, first_index, seed, data_start, scan_tail=True):
+    def load_segment(self, buf, first_index, seed, data_start, fresh=False, fd=-1):
         """Attach ``buf`` as the new last segment and scan its records.
 
-        ``scan_tail=False`` skips the check for non-zero bytes after the last
-        record (reported as no such bytes): for a segment just created, which is
-        known to be zero, that check would touch every page of it.
+        ``fresh=True`` says the segment was just created and is zero past
+        ``data_start``: nothing is read from it (even reading its first page
+        faults in file pages, and scanning its tail would touch all of them).
+        ``fd``, when
+        given, is the open file behind ``buf``: appends then write their frames
+        to it with ``pwrite`` (the mapping shows them at once: it is the same
+        page cache) instead of storing them through the mapping.
         """
         cdef uint64_t fi, nxt
         cdef uint32_t sd
@@ -661,6 +689,7 @@ cdef class LogCore:
         cdef bint nonzero
         cdef bint entered = False
         cdef void *p
+        cdef int fdv = -1
         seg = <Segment *>calloc(1, sizeof(Segment))
         if seg == NULL:
             raise MemoryError()
@@ -679,6 +708,10 @@ cdef class LogCore:
             if fi == 0:
                 raise InvalidIndexError("first_index must be >= 1")
             _to_span(data_start, "data_start", seg.size, &seg.data_start)
+            fd = _as_int(fd, "fd")
+            if fd < -1 or fd > 0x7fffffff:
+                raise InvalidEntryError(f"fd must be -1 or a file descriptor, got {fd}")
+            fdv = fd
             self._enter("load_segment")
             entered = True
             if self.nsegs > 0:
@@ -697,10 +730,15 @@ cdef class LogCore:
                 self.segs_cap = self.segs_cap * 2 + 8
             seg.first = fi
             seg.seed = sd
+            seg.fd = fdv
+            if seg.fd >= 0 and not seg.writable:
+                raise FastlogError("a segment written with pwrite needs a writable buffer")
             off = seg.data_start
             nxt = fi
             _reserve(seg, _INITIAL_SLOTS)
-            while True:
+            if fresh:
+                status = FL_ERR_ZERO
+            while not fresh:
                 with nogil:
                     got = fl_scan(seg.base, seg.size, &off, &sd, &nxt, seg.offsets + seg.count,
                                   seg.terms + seg.count, seg.cap - seg.count, &status)
@@ -709,7 +747,7 @@ cdef class LogCore:
                     break
                 _reserve(seg, seg.cap * 2)
             nonzero = False
-            if scan_tail:
+            if not fresh:
                 with nogil:
                     nonzero = not fl_all_zero(seg.base, off, seg.size)
             seg.end = off
@@ -785,8 +823,9 @@ cdef class LogCore:
         cdef uint64_t first, expected
         cdef Py_ssize_t n, st, i
         cdef Py_ssize_t gathered = 0
-        cdef size_t total, fit, written = 0, end
+        cdef size_t total, fit, written = 0, end, need
         cdef uint32_t crc
+        cdef int err = 0
         cdef Segment *seg
         cdef void *p
         seq = _as_batch(entries)
@@ -820,11 +859,28 @@ cdef class LogCore:
             if fit > <size_t>gathered:
                 fit = <size_t>gathered
             _reserve(seg, seg.count + fit)
-            if total >= _NOGIL_BYTES:
+            if seg.fd >= 0:
+                # Frames are built in a buffer and written with one pwrite: a
+                # buffered write into preallocated blocks costs the kernel far
+                # less than first-write page faults on the mapping (see
+                # docs/format.md, "How appends reach the file").
+                need = total if total < seg.size - seg.end else seg.size - seg.end
+                if need > self.wbuf_cap:
+                    p = realloc(self.wbuf, need)
+                    if p == NULL:
+                        raise MemoryError()
+                    self.wbuf = <uint8_t *>p
+                    self.wbuf_cap = need
                 with nogil:
-                    written = _encode_run(seg, self.scratch, fit, &end, &crc)
+                    written = _encode_run(seg, self.wbuf, self.scratch, fit, &end, &crc)
+                    err = _pwrite_all(seg.fd, self.wbuf, end - seg.end, seg.end)
+                if err:
+                    raise OSError(err, os.strerror(err))
+            elif total >= _NOGIL_BYTES:
+                with nogil:
+                    written = _encode_run(seg, seg.base + seg.end, self.scratch, fit, &end, &crc)
             else:
-                written = _encode_run(seg, self.scratch, fit, &end, &crc)
+                written = _encode_run(seg, seg.base + seg.end, self.scratch, fit, &end, &crc)
             seg.count += written
             seg.end = end
             seg.last_crc = crc

@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from conftest import CORE_NAMES, import_core
+from core_modules import CORE_NAMES, import_core
 from fastlog._core_api import FL_ERR_CRC, FL_OK, REC_HEADER_SIZE
 from fastlog._types import EntryKind, LogId, PyEntry
 from fastlog.errors import (

@@ -23,7 +23,7 @@ import pytest
 import fastlog
 import fastlog._osio as osio
 from fastlog import HardState, LogId
-from fastlog.errors import FastlogError, PoisonedError, StorageFullError
+from fastlog.errors import PoisonedError, StorageFullError
 from fastlog.meta import FileMetaStore
 
 SEG = 64 << 10
@@ -53,7 +53,9 @@ def snapshot(log: Any) -> tuple:
 
 def test_full_disk_fails_cleanly_and_writes_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_fallocate = osio.fallocate
-    with fastlog.Log(tmp_path, segment_size=SEG) as log:
+    # prefault=False: no spare segment prepared in the background, so the fault
+    # hits exactly the rollover below
+    with fastlog.Log(tmp_path, segment_size=SEG, prefault=False) as log:
         log.append(entries(log, 1, 15))  # most of the first segment
         log.flush()
         before = snapshot(log)
@@ -79,11 +81,37 @@ def test_full_disk_fails_cleanly_and_writes_resume(tmp_path: Path, monkeypatch: 
         assert [e.index for e in log.get_entries(1, 46)] == list(range(1, 47))
 
 
+def test_full_disk_with_segments_prepared_in_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The preparer thread meets the full disk first: the writer still gets a clean error."""
+    real_fallocate = osio.fallocate
+    monkeypatch.setattr(osio, "fallocate", fail_with(errno.ENOSPC))
+    with pytest.raises(StorageFullError):
+        fastlog.Log(tmp_path, segment_size=SEG).append([fastlog.Entry(index=1, term=1)])
+    with fastlog.Log(tmp_path, segment_size=SEG, prefault=True) as log:
+        assert log.last_index() == 0
+        monkeypatch.setattr(osio, "fallocate", real_fallocate)
+        log.append(entries(log, 1, 15))
+        monkeypatch.setattr(osio, "fallocate", fail_with(errno.ENOSPC))
+        total = 15
+        for start in range(16, 200, 5):
+            try:
+                log.append(entries(log, start, 5))
+                total = start + 4
+            except StorageFullError:
+                break  # no spare was ready: the writer met the full disk itself
+        else:
+            pytest.fail("a full disk never surfaced")
+        assert log.last_index() == total and len(log.get_entries(1, total)) == total
+        monkeypatch.setattr(osio, "fallocate", real_fallocate)
+        log.append(entries(log, total + 1, 20))
+        assert log.flush() == total + 20
+
+
 def test_full_disk_through_the_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_fallocate = osio.fallocate
 
     async def main() -> None:
-        engine = fastlog.open(tmp_path, segment_size=SEG)
+        engine = fastlog.open(tmp_path, segment_size=SEG, prefault=False)
         store = engine.log_store()
         await store.persist_entries(entries(store, 1, 15))
         await store.flush_async()
@@ -206,7 +234,7 @@ def test_a_read_only_mount(tmp_path: Path) -> None:
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, errno.EIO])
 def test_a_refused_segment_creation_leaves_the_log_consistent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
     """The directory turns read-only (or failing) under an open log: simulated at preallocation."""
-    with fastlog.Log(tmp_path, segment_size=SEG) as log:
+    with fastlog.Log(tmp_path, segment_size=SEG, prefault=False) as log:
         log.append(entries(log, 1, 15))
         log.flush()
         before = snapshot(log)

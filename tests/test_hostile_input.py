@@ -9,7 +9,6 @@ reopen to the same content.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import tempfile
 from pathlib import Path

@@ -100,6 +100,71 @@ while True:
 '''
 
 
+# The same through the asyncio engine: several writer tasks append concurrently
+# and share fsyncs through group commit.  A writer announces an operation
+# ("A ...", numbered in announcement order) before starting it; after
+# flush_async() returns it reports "F n": n is the last operation that had
+# completed when it called flush_async(), which the group commit must cover.
+CHILD_ENGINE = r'''
+import asyncio, os, random, sys
+sys.path.insert(0, sys.argv[4])
+import fastlog
+from fastlog import LogId
+from crashsim import payload_for
+
+path, seed, sync = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+def say(line):
+    os.write(1, (line + "\\n").encode())
+
+async def main():
+    engine = fastlog.open(path, segment_size=64 << 10, sync=sync)
+    store = engine.log_store()
+    begun = [0]
+    done = [0]
+    term = max(store.term_at(store.last_index()) or 0, 1) if store.last_index() else 1
+    salt = [seed * 1000003]
+
+    order = asyncio.Lock()  # indexes are picked and persisted in order, as a Raft leader does
+
+    async def writer(w):
+        rng = random.Random(seed * 101 + w)
+        while True:
+            async with order:
+                if rng.random() < 0.9:
+                    start, n, size = store.last_index() + 1, rng.randint(1, 4), rng.choice([0, 16, 700, 3000])
+                    salt[0] += 1
+                    batch = [store.Entry(index=start + i, term=term, payload=payload_for(start + i, term, salt[0], size)) for i in range(n)]
+                    begun[0] += 1
+                    mine = begun[0]
+                    say(f"A {start} {n} {term} {salt[0]} {size}")
+                    await store.persist_entries(batch)
+                else:
+                    first, last = store.first_index(), store.last_index()
+                    if not first or last <= first:
+                        continue
+                    idx = rng.randint(first, last - 1)
+                    t = store.term_at(idx)
+                    begun[0] += 1
+                    mine = begun[0]
+                    say(f"P {idx} {t}")
+                    await store.purge(LogId(index=idx, term=t))
+                done[0] = max(done[0], mine)
+            # outside the lock: the writers wait for durability together
+            if sync == "always":
+                say(f"F {done[0]}")
+            elif rng.random() < 0.5:
+                mark = done[0]
+                await store.flush_async()
+                say(f"F {mark}")
+
+    say("ready")
+    await asyncio.gather(*(writer(w) for w in range(8)))
+
+asyncio.run(main())
+'''
+
+
 def _hard_state(term: int, vote: str):
     from fastlog import HardState, VotedFor
 
@@ -107,8 +172,13 @@ def _hard_state(term: int, vote: str):
 
 
 def replay(model: LogModel, lines: List[str]) -> int:
-    """Apply the child's lines to the model; returns the number of flushes it acknowledged."""
+    """Apply the child's lines to the model; returns the number of flushes it acknowledged.
+
+    "F" acknowledges every operation begun so far; "F n" the first n operations
+    announced by this child (counted from the state the child started from).
+    """
     flushes = 0
+    base = model.operations()
     for line in lines:
         parts = line.split()
         op = parts[0]
@@ -124,12 +194,12 @@ def replay(model: LogModel, lines: List[str]) -> int:
         elif op == "H":
             model.begin_save_hard_state(_hard_state(int(parts[1]), parts[2]))
         elif op == "F":
-            model.flushed()
+            model.flushed(base + int(parts[1]) if len(parts) > 1 else None)
             flushes += 1
     return flushes
 
 
-def kill_rounds(tmp_path: Path, rounds: int, seed: int) -> dict:
+def kill_rounds(tmp_path: Path, rounds: int, seed: int, child: str = CHILD) -> dict:
     rng = random.Random(seed)
     path = tmp_path / "log"
     model = LogModel()
@@ -139,7 +209,7 @@ def kill_rounds(tmp_path: Path, rounds: int, seed: int) -> dict:
     for k in range(rounds):
         sync = "always" if k % 4 == 3 else "none"
         proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(path), str(seed * 10007 + k), sync, str(REPO / "tests" / "crash")],
+            [sys.executable, "-c", child, str(path), str(seed * 10007 + k), sync, str(REPO / "tests" / "crash")],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
@@ -192,10 +262,10 @@ def kill_rounds(tmp_path: Path, rounds: int, seed: int) -> dict:
     return counts
 
 
-def _report(request: pytest.FixtureRequest, counts: dict) -> None:
+def _report(request: pytest.FixtureRequest, counts: dict, what: str = "process kills") -> None:
     report(
         request.config,
-        f"process kills ({fastlog.IMPLEMENTATION} core)",
+        f"{what} ({fastlog.IMPLEMENTATION} core)",
         "{kills} SIGKILLs of a writing child, {ops} operations replayed, {flushes} acknowledged flushes, "
         "{cut} reopens lost only unacknowledged entries",
         **counts,
@@ -213,3 +283,10 @@ def test_kill_at_random_moments_many(request: pytest.FixtureRequest, tmp_path: P
     counts = kill_rounds(tmp_path, env_int("FASTLOG_KILLS_SLOW", 100), seed=2)
     _report(request, counts)
     assert counts["kills"] >= 100 or counts["kills"] == env_int("FASTLOG_KILLS_SLOW", 100)
+
+
+def test_kill_during_group_commit(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Eight concurrent writers on the async engine; acknowledgements come from shared fsyncs."""
+    counts = kill_rounds(tmp_path, env_int("FASTLOG_KILLS_ENGINE", 12), seed=3, child=CHILD_ENGINE)
+    _report(request, counts, "process kills, async engine")
+    assert counts["flushes"] > 0

@@ -16,7 +16,9 @@ every log compaction.
   ``HARDSTATE``).
 
 Make ``SyncObj`` use it with :func:`install` / :func:`uninstall` or the
-:func:`use_fastlog_journal` context manager; see docs/pysyncobj.md.
+:func:`use_fastlog_journal` context manager, and pass
+``transportClass=FastlogTCPTransport`` so entries are fsynced once per batch,
+before the node sends anything; see docs/pysyncobj.md.
 
 Index mapping
 -------------
@@ -58,6 +60,7 @@ __all__ = [
     "JournalEntry",
     "STATE_FILE_NAME",
     "LOG_DIR_NAME",
+    "DEFAULT_JOURNAL_SEGMENT_SIZE",
     "RECORD_PYSYNCOBJ_STATE",
     "journal_factory",
     "install",
@@ -88,6 +91,10 @@ _VOTE_NONE, _VOTE_STR, _VOTE_PICKLE = 0, 1, 2
 _U64_MAX = (1 << 64) - 1
 
 _SYNC_MODES = ("auto", "always", "periodic")
+#: Segment size of a journal's log unless told otherwise.  Smaller than the
+#: log's own default: PySyncObj compacts its journal every few thousand entries,
+#: and a compacted segment is only deleted once all of it is below the cut.
+DEFAULT_JOURNAL_SEGMENT_SIZE = 16 << 20
 _READ_CHUNK = 1024
 
 
@@ -169,7 +176,9 @@ class FastlogJournal(_ps_journal.Journal):
     durable end of the log.  Compaction (:meth:`deleteEntriesTo`) and
     :meth:`clear` are durable when they return.
 
-    The remaining keyword arguments are passed to :class:`fastlog.Log`.
+    The remaining keyword arguments are passed to :class:`fastlog.Log`;
+    ``segment_size`` defaults to 16 MiB here, which also bounds a command's
+    size (a little under the segment size).
     """
 
     def __init__(
@@ -177,7 +186,7 @@ class FastlogJournal(_ps_journal.Journal):
         directory: PathLike,
         *,
         sync: str = "auto",
-        segment_size: Optional[int] = None,
+        segment_size: int = DEFAULT_JOURNAL_SEGMENT_SIZE,
         max_entry_size: Optional[int] = None,
         verify_reads: bool = False,
         implementation: Optional[str] = None,
@@ -191,9 +200,7 @@ class FastlogJournal(_ps_journal.Journal):
         self._deferred = sync == "periodic"
         os.makedirs(self._directory, exist_ok=True)
         # The journal decides when to fsync (see sync_entries), so the log never syncs on its own.
-        log_options: dict = {"sync": "none", "verify_reads": verify_reads}
-        if segment_size is not None:
-            log_options["segment_size"] = segment_size
+        log_options: dict = {"sync": "none", "verify_reads": verify_reads, "segment_size": segment_size}
         if max_entry_size is not None:
             log_options["max_entry_size"] = max_entry_size
         if implementation is not None:

@@ -47,7 +47,6 @@ import hashlib
 import os
 import random
 import shutil
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -151,8 +150,15 @@ class LogModel:
     def begin_reset(self) -> None:
         self._push(LogState(None, ()), ("reset", 0))
 
-    def flushed(self) -> None:
-        self.flushed_at = len(self.states) - 1
+    def flushed(self, upto: Optional[int] = None) -> None:
+        """A flush returned.  ``upto``: the number of operations it covers, counted
+        from the start of the history (default: every operation begun so far)."""
+        at = len(self.states) - 1 if upto is None else upto
+        self.flushed_at = max(self.flushed_at, at)
+
+    def operations(self) -> int:
+        """How many operations have begun (the ``upto`` of a flush covering them all)."""
+        return len(self.states) - 1
 
     def begin_save_hard_state(self, hs: Any) -> None:
         self.hard_states.append(hs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import pytest
 
@@ -17,14 +17,15 @@ import fastlog
 from fastlog import LogId
 
 from crashsim import CrashStats, LogModel, check_points, env_int, report
-from workloads import SEGMENT_SIZE, Driver, random_workload, record, scripted_workloads
+from workloads import LOG_VARIANTS, SEGMENT_SIZE, random_workload, record, scripted_workloads
 
 IMPL = fastlog.IMPLEMENTATION
 SCRIPTED = scripted_workloads()
-RANDOM_SEEDS = list(range(16))
+VARIANTS = sorted(LOG_VARIANTS)
+RANDOM_SEEDS = list(range(18))
 ALWAYS_SEEDS = [0, 1]
 MIDWAY = ["rollover", "purge_segments", "reset_and_restart"]
-N_DEFAULT_TESTS = len(SCRIPTED) + len(RANDOM_SEEDS) + len(ALWAYS_SEEDS) + len(MIDWAY)
+N_DEFAULT_TESTS = len(SCRIPTED) * len(VARIANTS) + len(RANDOM_SEEDS) + len(ALWAYS_SEEDS) + len(MIDWAY)
 
 # The compiled core reopens an image in well under a millisecond; pure Python is slower.
 DEFAULT_TOTAL = env_int("FASTLOG_CRASH_IMAGES", 12000 if IMPL == "c" else 6000)
@@ -49,12 +50,15 @@ def run_and_check(
     body: Any,
     budget: int,
     *,
+    variant: str = "eager claims",
     sync: str = "none",
     with_meta: bool = True,
     reopen_midway: bool = False,
     seed: int = 0,
 ) -> CrashStats:
-    rec, model = record(tmp_path / "log", body, sync=sync, with_meta=with_meta, reopen_midway=reopen_midway)
+    rec, model = record(
+        tmp_path / "log", body, variant=variant, sync=sync, with_meta=with_meta, reopen_midway=reopen_midway
+    )
     stats = check_points(
         rec.points, model, tmp_path, budget, seed, open_options(sync), describe=name, check_hard_state=with_meta
     )
@@ -78,15 +82,17 @@ def assert_kept(stats: CrashStats) -> None:
     )
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("name", sorted(SCRIPTED))
-def test_scripted_workload(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> None:
-    assert_kept(run_and_check(request, tmp_path, name, SCRIPTED[name], PER_TEST))
+def test_scripted_workload(request: pytest.FixtureRequest, tmp_path: Path, name: str, variant: str) -> None:
+    assert_kept(run_and_check(request, tmp_path, f"{name} ({variant})", SCRIPTED[name], PER_TEST, variant=variant))
 
 
 @pytest.mark.parametrize("seed", RANDOM_SEEDS)
 def test_random_workload(request: pytest.FixtureRequest, tmp_path: Path, seed: int) -> None:
+    variant = VARIANTS[seed % len(VARIANTS)]
     body = lambda d: random_workload(d, random.Random(seed), 60)  # noqa: E731
-    assert_kept(run_and_check(request, tmp_path, f"random seed {seed}", body, PER_TEST, seed=seed))
+    assert_kept(run_and_check(request, tmp_path, f"random seed {seed} ({variant})", body, PER_TEST, variant=variant, seed=seed))
 
 
 @pytest.mark.parametrize("seed", ALWAYS_SEEDS)
@@ -99,7 +105,9 @@ def test_random_workload_sync_always(request: pytest.FixtureRequest, tmp_path: P
 @pytest.mark.parametrize("name", MIDWAY)
 def test_workload_across_reopen(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> None:
     """The same work again after a clean close and reopen (recovery of a recovered log)."""
-    assert_kept(run_and_check(request, tmp_path, f"{name} twice", SCRIPTED[name], PER_TEST, reopen_midway=True))
+    assert_kept(
+        run_and_check(request, tmp_path, f"{name} twice", SCRIPTED[name], PER_TEST, variant="spare segments", reopen_midway=True)
+    )
 
 
 @pytest.mark.slow
@@ -108,10 +116,11 @@ def test_many_random_workloads(request: pytest.FixtureRequest, tmp_path: Path) -
     total = CrashStats()
     for seed in seeds:
         sync = "always" if seed % 5 == 0 else "none"
+        variant = VARIANTS[seed % len(VARIANTS)]
         body = lambda d, seed=seed: random_workload(d, random.Random(seed), 70)  # noqa: E731
         work = tmp_path / f"seed{seed}"
         work.mkdir()
-        stats = run_and_check(request, work, f"random seed {seed}", body, 2500, sync=sync, seed=seed)
+        stats = run_and_check(request, work, f"random seed {seed} ({variant})", body, 2500, variant=variant, sync=sync, seed=seed)
         total.add(stats)
         if total.failures:
             break

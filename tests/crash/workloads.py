@@ -198,10 +198,53 @@ def scripted_workloads() -> Dict[str, Any]:
     }
 
 
+class InlinePreparer:
+    """fastlog.preparer.SegmentPreparer without its thread: the spare segment file is
+    made right when the writer asks for one, so a recorded run is deterministic and
+    every step of it happens where the recorder can see it."""
+
+    def __init__(self, dir_path: str, segment_size: int, populate: Any, window: int, spare_prefault: int) -> None:
+        from fastlog.preparer import SegmentPreparer
+
+        self._impl = SegmentPreparer.__new__(SegmentPreparer)
+        self._impl._dir = dir_path
+        self._impl._size = segment_size
+        self._impl._populate = populate
+        self._impl._spare_prefault = 0
+        self._spare: Any = None
+
+    def advance(self, seg: Any, end: int) -> None:
+        if self._spare is None and end > seg.size // 2:
+            self._spare = self._impl._make_spare()
+
+    def take_spare(self) -> Any:
+        spare, self._spare = self._spare, None
+        return spare
+
+    def forget(self, seg: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._spare is not None:
+            self._spare.discard()
+            self._spare = None
+
+
+# Log options of the recorded runs: claim_interval=0 refreshes the synced_end
+# claim at every flush, a huge one only when a segment is sealed or closed; both
+# are deterministic (the default throttles by wall-clock time).
+LOG_VARIANTS: Dict[str, Dict[str, Any]] = {
+    "eager claims": {"claim_interval": 0.0, "prefault": False},
+    "lazy claims": {"claim_interval": 1e9, "prefault": False},
+    "spare segments": {"claim_interval": 0.0, "prefault": True},
+}
+
+
 def record(
     root: Path,
     body: Any,
     *,
+    variant: str = "eager claims",
     sync: str = "none",
     implementation: Optional[str] = None,
     with_meta: bool = False,
@@ -212,8 +255,21 @@ def record(
     root.mkdir(parents=True, exist_ok=True)
     model = LogModel()
     rec = PowerLossRecorder(root, model, ignore=ignore)
+    options = dict(LOG_VARIANTS[variant], segment_size=SEGMENT_SIZE, sync=sync, implementation=implementation)
+    import fastlog.log as log_module
+
+    saved_preparer = log_module.SegmentPreparer
+    log_module.SegmentPreparer = InlinePreparer  # type: ignore[misc]
+    try:
+        return _record(root, body, rec, model, options, with_meta, reopen_midway)
+    finally:
+        log_module.SegmentPreparer = saved_preparer  # type: ignore[misc]
+
+
+def _record(root: Path, body: Any, rec: PowerLossRecorder, model: LogModel, options: Dict[str, Any],
+            with_meta: bool, reopen_midway: bool) -> tuple:
     with rec.installed():
-        log = fastlog.Log(str(root), segment_size=SEGMENT_SIZE, sync=sync, implementation=implementation)
+        log = fastlog.Log(str(root), **options)
         meta = FileMetaStore(str(root)) if with_meta else None
         driver = Driver(log, model, meta)
         try:
@@ -225,7 +281,7 @@ def record(
         rec.observe("after close")
         if reopen_midway:
             # reopen and go on: recovery of a cleanly closed log, then more work
-            log = fastlog.Log(str(root), segment_size=SEGMENT_SIZE, sync=sync, implementation=implementation)
+            log = fastlog.Log(str(root), **options)
             driver.log = log
             try:
                 body(driver)

@@ -1,0 +1,100 @@
+"""Background zeroing of segment space ahead of a flushing writer.
+
+A segment is preallocated with ``fallocate``, which gives it *unwritten*
+extents: the first fsync after data lands in such an extent must also commit
+the extent's conversion to "written" through the filesystem journal.  An
+append-only file written with plain ``write`` pays a similar journal commit for
+its size change, so fastlog would only match that raw loop.  Blocks that were
+already written (with zeros) and synced need no metadata at all on the next
+fsync: measured here, about 1.3x the raw loop's fsync rate.
+
+So once a log is being flushed, one daemon thread keeps a window of the active
+segment just past the write position written with zeros and synced, off the
+append and flush paths, on another core.  It is only advice: when the writer
+gets ahead of it, the writer just writes into unwritten extents as before.  A
+log that is only appended to, never flushed, is left alone: there the extra
+zeroing measured slower than none.
+
+Safety: the zeroing and the appends both go through ``pwrite`` and both hold
+the segment's lock, and the zeroer only writes at or beyond the write position
+it sees under that lock, so it can never overwrite a record.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Optional
+
+from . import _osio
+from .segment import Segment
+
+__all__ = ["ZeroAhead"]
+
+_CHUNK = 256 << 10
+_ZEROS = bytes(_CHUNK)
+
+
+class ZeroAhead:
+    """Keeps ``window`` bytes past a segment's write position written and synced."""
+
+    def __init__(self, window: int) -> None:
+        self._window = window
+        self._cond = threading.Condition()
+        self._target: Optional[Segment] = None
+        self._stopped = False
+        self._sync = False  # only work once the log is being flushed
+        self._thread = threading.Thread(target=self._run, name="fastlog-zero-ahead", daemon=True)
+        self._thread.start()
+
+    def after_append(self, seg: Segment) -> None:
+        """The writer advanced in ``seg``: top its window up (once flushes happen)."""
+        if self._sync and seg.zeroed - seg.write_end < self._window // 2 and seg.zeroed < seg.size:
+            with self._cond:
+                self._target = seg
+                self._cond.notify()
+
+    def after_flush(self, seg: Segment) -> None:
+        """A flush finished: the log is being made durable, so zeroing pays."""
+        self._sync = True
+        self.after_append(seg)
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._target = None
+            self._cond.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and self._target is None:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                seg, self._target = self._target, None
+            try:
+                self._top_up(seg)
+            except OSError:
+                pass  # only advice: the writer reports real I/O errors itself
+
+    def _top_up(self, seg: Segment) -> None:
+        goal = None
+        while not self._stopped:
+            with seg.lock:
+                if seg.fd < 0:
+                    return
+                if goal is None:
+                    goal = min(seg.size, seg.write_end + self._window)
+                start = max(seg.zeroed, seg.write_end)
+                start += (-start) % 4096  # whole pages only: the page holding the end has data
+                if start >= goal:
+                    return
+                end = min(goal, start + _CHUNK)
+                os.pwrite(seg.fd, _ZEROS[: end - start], start)
+                seg.zeroed = end
+                fd = os.dup(seg.fd)
+            try:
+                _osio.fdatasync(fd)
+            finally:
+                os.close(fd)
