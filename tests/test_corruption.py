@@ -414,3 +414,29 @@ def test_verify_never_crashes_on_random_damage(pristine: Dict[str, Any], tmp_pat
             tools.repair(str(d))
             assert tools.verify(str(d)).ok
             assert outcome(d, IMPLS[0])[0] == "ok"
+
+
+def test_verify_lists_a_torn_tail_without_calling_it_damage(tmp_path: Path) -> None:
+    src = tmp_path / "live"
+    log = fastlog.Log(src, segment_size=SEG, claim_interval=0.0, zero_ahead=False)
+    log.append([log.Entry(index=i, term=1, payload=payload(i)) for i in range(1, 10)])
+    log.flush()
+    log.flush()
+    log.append([log.Entry(index=i, term=1, payload=payload(i)) for i in range(10, 14)])
+    crash_copy(src, tmp_path / "image")
+    log.close()
+    d = tmp_path / "image"
+    seg_name = sorted(p.name for p in d.glob("*.seg"))[-1]
+    data = (d / seg_name).read_bytes()
+    (synced_end,) = struct.unpack_from("<Q", data, 40)
+    off = [o for o, _ in frames(data) if o >= synced_end][1]
+    flip(d / seg_name, off + 40, 0)  # tear the second unsynced record
+    before = {p.name: p.read_bytes() for p in d.iterdir()}
+    report = tools.verify(str(d))
+    assert report.ok, report.lines()
+    seg = next(s for s in report.segments if s.name == seg_name)
+    assert seg.status == "torn tail" and str(off) in seg.detail
+    assert {p.name: p.read_bytes() for p in d.iterdir()} == before
+    assert not tools.plan_repair(str(d)).needed
+    code, out = run_cli("verify", str(d))
+    assert code == 0 and "torn tail" in out

@@ -53,9 +53,7 @@ def snapshot(log: Any) -> tuple:
 
 def test_full_disk_fails_cleanly_and_writes_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_fallocate = osio.fallocate
-    # prefault=False: no spare segment prepared in the background, so the fault
-    # hits exactly the rollover below
-    with fastlog.Log(tmp_path, segment_size=SEG, prefault=False) as log:
+    with fastlog.Log(tmp_path, segment_size=SEG) as log:
         log.append(entries(log, 1, 15))  # most of the first segment
         log.flush()
         before = snapshot(log)
@@ -81,13 +79,13 @@ def test_full_disk_fails_cleanly_and_writes_resume(tmp_path: Path, monkeypatch: 
         assert [e.index for e in log.get_entries(1, 46)] == list(range(1, 47))
 
 
-def test_full_disk_with_segments_prepared_in_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The preparer thread meets the full disk first: the writer still gets a clean error."""
+def test_full_disk_at_the_first_segment_and_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at the first segment, then again at a later rollover: clean errors, no loss."""
     real_fallocate = osio.fallocate
     monkeypatch.setattr(osio, "fallocate", fail_with(errno.ENOSPC))
     with pytest.raises(StorageFullError):
         fastlog.Log(tmp_path, segment_size=SEG).append([fastlog.Entry(index=1, term=1)])
-    with fastlog.Log(tmp_path, segment_size=SEG, prefault=True) as log:
+    with fastlog.Log(tmp_path, segment_size=SEG) as log:
         assert log.last_index() == 0
         monkeypatch.setattr(osio, "fallocate", real_fallocate)
         log.append(entries(log, 1, 15))
@@ -98,7 +96,7 @@ def test_full_disk_with_segments_prepared_in_the_background(tmp_path: Path, monk
                 log.append(entries(log, start, 5))
                 total = start + 4
             except StorageFullError:
-                break  # no spare was ready: the writer met the full disk itself
+                break  # the rollover met the full disk
         else:
             pytest.fail("a full disk never surfaced")
         assert log.last_index() == total and len(log.get_entries(1, total)) == total
@@ -111,7 +109,7 @@ def test_full_disk_through_the_engine(tmp_path: Path, monkeypatch: pytest.Monkey
     real_fallocate = osio.fallocate
 
     async def main() -> None:
-        engine = fastlog.open(tmp_path, segment_size=SEG, prefault=False)
+        engine = fastlog.open(tmp_path, segment_size=SEG)
         store = engine.log_store()
         await store.persist_entries(entries(store, 1, 15))
         await store.flush_async()
@@ -234,7 +232,7 @@ def test_a_read_only_mount(tmp_path: Path) -> None:
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, errno.EIO])
 def test_a_refused_segment_creation_leaves_the_log_consistent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> None:
     """The directory turns read-only (or failing) under an open log: simulated at preallocation."""
-    with fastlog.Log(tmp_path, segment_size=SEG, prefault=False) as log:
+    with fastlog.Log(tmp_path, segment_size=SEG) as log:
         log.append(entries(log, 1, 15))
         log.flush()
         before = snapshot(log)

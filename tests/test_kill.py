@@ -115,7 +115,7 @@ from crashsim import payload_for
 path, seed, sync = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 
 def say(line):
-    os.write(1, (line + "\\n").encode())
+    os.write(1, (line + "\n").encode())
 
 async def main():
     engine = fastlog.open(path, segment_size=64 << 10, sync=sync)

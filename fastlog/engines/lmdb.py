@@ -16,8 +16,10 @@ empties the ``log`` database with ``drop(delete=False)``.  A full map is grown
 Durability: ``durable=True`` opens with ``sync=True, metasync=True``: every
 commit is flushed to disk before it returns, and ``is_write_durable()`` is
 True.  ``durable=False`` opens with ``sync=False, metasync=False``: commits are
-atomic and survive a crash of the process, but not of the machine, until
-``flush()`` (``Environment.sync(True)``).
+atomic and survive a crash of the process; after a crash of the machine before
+the next ``flush()`` (``Environment.sync(True)``) the last transactions may be
+lost (and, per LMDB's documentation, the file damaged on a file system that
+reorders writes).  The hard state is synced on every save in both modes.
 """
 from __future__ import annotations
 

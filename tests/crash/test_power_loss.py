@@ -106,7 +106,7 @@ def test_random_workload_sync_always(request: pytest.FixtureRequest, tmp_path: P
 def test_workload_across_reopen(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> None:
     """The same work again after a clean close and reopen (recovery of a recovered log)."""
     assert_kept(
-        run_and_check(request, tmp_path, f"{name} twice", SCRIPTED[name], PER_TEST, variant="spare segments", reopen_midway=True)
+        run_and_check(request, tmp_path, f"{name} twice", SCRIPTED[name], PER_TEST, variant="zero ahead", reopen_midway=True)
     )
 
 

@@ -198,45 +198,38 @@ def scripted_workloads() -> Dict[str, Any]:
     }
 
 
-class InlinePreparer:
-    """fastlog.preparer.SegmentPreparer without its thread: the spare segment file is
-    made right when the writer asks for one, so a recorded run is deterministic and
-    every step of it happens where the recorder can see it."""
+class InlineZeroAhead:
+    """fastlog.zero_ahead.ZeroAhead without its thread: the zeroing (and its
+    fsync) runs right where the writer asks for it, so a recorded run is
+    deterministic and every step of it happens where the recorder can see it."""
 
-    def __init__(self, dir_path: str, segment_size: int, populate: Any, window: int, spare_prefault: int) -> None:
-        from fastlog.preparer import SegmentPreparer
+    def __init__(self, window: int) -> None:
+        from fastlog.zero_ahead import ZeroAhead
 
-        self._impl = SegmentPreparer.__new__(SegmentPreparer)
-        self._impl._dir = dir_path
-        self._impl._size = segment_size
-        self._impl._populate = populate
-        self._impl._spare_prefault = 0
-        self._spare: Any = None
+        self._impl = ZeroAhead.__new__(ZeroAhead)
+        self._impl._window = window
+        self._impl._stopped = False
+        self._impl._sync = False
 
-    def advance(self, seg: Any, end: int) -> None:
-        if self._spare is None and end > seg.size // 2:
-            self._spare = self._impl._make_spare()
+    def after_append(self, seg: Any) -> None:
+        if self._impl._sync and seg.zeroed - seg.write_end < self._impl._window // 2:
+            self._impl._top_up(seg)
 
-    def take_spare(self) -> Any:
-        spare, self._spare = self._spare, None
-        return spare
-
-    def forget(self, seg: Any) -> None:
-        pass
+    def after_flush(self, seg: Any) -> None:
+        self._impl._sync = True
+        self.after_append(seg)
 
     def close(self) -> None:
-        if self._spare is not None:
-            self._spare.discard()
-            self._spare = None
+        pass
 
 
 # Log options of the recorded runs: claim_interval=0 refreshes the synced_end
 # claim at every flush, a huge one only when a segment is sealed or closed; both
 # are deterministic (the default throttles by wall-clock time).
 LOG_VARIANTS: Dict[str, Dict[str, Any]] = {
-    "eager claims": {"claim_interval": 0.0, "prefault": False},
-    "lazy claims": {"claim_interval": 1e9, "prefault": False},
-    "spare segments": {"claim_interval": 0.0, "prefault": True},
+    "eager claims": {"claim_interval": 0.0, "zero_ahead": False},
+    "lazy claims": {"claim_interval": 1e9, "zero_ahead": False},
+    "zero ahead": {"claim_interval": 0.0, "zero_ahead": True},
 }
 
 
@@ -258,12 +251,12 @@ def record(
     options = dict(LOG_VARIANTS[variant], segment_size=SEGMENT_SIZE, sync=sync, implementation=implementation)
     import fastlog.log as log_module
 
-    saved_preparer = log_module.SegmentPreparer
-    log_module.SegmentPreparer = InlinePreparer  # type: ignore[misc]
+    saved = log_module.ZeroAhead
+    log_module.ZeroAhead = InlineZeroAhead  # type: ignore[misc]
     try:
         return _record(root, body, rec, model, options, with_meta, reopen_midway)
     finally:
-        log_module.SegmentPreparer = saved_preparer  # type: ignore[misc]
+        log_module.ZeroAhead = saved  # type: ignore[misc]
 
 
 def _record(root: Path, body: Any, rec: PowerLossRecorder, model: LogModel, options: Dict[str, Any],
