@@ -28,10 +28,10 @@ test-c:
 	ctest --test-dir $(CMAKE_BUILD) --output-on-failure
 
 test-ext: build
-	FASTLOG_REQUIRE_EXTENSION=1 $(PY) -m pytest -q -p no:cacheprovider --benchmark-disable
+	FASTLOG_REQUIRE_EXTENSION=1 FASTLOG_REQUIRE_PEERS=1 $(PY) -m pytest -q -p no:cacheprovider --benchmark-disable
 
 test-py: build
-	FASTLOG_NO_EXTENSIONS=1 $(PY) -m pytest -q -p no:cacheprovider --benchmark-disable -m "not slow"
+	FASTLOG_NO_EXTENSIONS=1 FASTLOG_REQUIRE_PEERS=1 $(PY) -m pytest -q -p no:cacheprovider --benchmark-disable -m "not slow"
 
 # CI fuzzes the C decoder for a bounded time (FUZZ_SECONDS) as part of the suite.
 FUZZ_SECONDS ?= 30

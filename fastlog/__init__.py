@@ -9,7 +9,7 @@ Quick start::
         assert log.entry(1).payload == b"set x 1"
 
 The asyncio StorageEngine API (d-engine's LogStore / MetaStore) is
-``await fastlog.open(path)`` -- see :mod:`fastlog.engine`.
+``fastlog.open(path)`` (an async context manager) -- see :mod:`fastlog.engine`.
 """
 from __future__ import annotations
 

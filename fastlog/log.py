@@ -716,6 +716,10 @@ class Log:
                     _osio.fdatasync(t[1])
                 if dir_dirty:
                     _osio.fsync_dir(self._path)
+                zeroer = self._zero_ahead
+                if zeroer is not None and zeroer.error is not None:
+                    # It may have taken the writeback error meant for the syncs above.
+                    raise zeroer.error
             except BaseException as exc:
                 self._poison(exc)
                 raise

@@ -43,6 +43,10 @@ class ZeroAhead:
         self._target: Optional[Segment] = None
         self._stopped = False
         self._sync = False  # only work once the log is being flushed
+        # A failed fsync of ours.  Linux reports a writeback error once per open
+        # file description, and ours is the writer's (a dup): the writer's next
+        # flush would succeed without it, so the log must fail that flush.
+        self.error: Optional[OSError] = None
         self._thread = threading.Thread(target=self._run, name="fastlog-zero-ahead", daemon=True)
         self._thread.start()
 
@@ -96,5 +100,9 @@ class ZeroAhead:
                 fd = os.dup(seg.fd)
             try:
                 _osio.fdatasync(fd)
+            except OSError as exc:
+                if self.error is None:
+                    self.error = exc
+                raise
             finally:
                 os.close(fd)

@@ -359,3 +359,47 @@ def test_a_failed_flush_reaches_every_waiter_and_poisons_the_engine(tmp_path: Pa
     asyncio.run(main())
     with fastlog.Log(tmp_path, segment_size=SEG) as log:
         assert log.last_index() >= 3
+
+
+def test_an_fsync_error_seen_by_the_zero_ahead_thread_is_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux reports a writeback error once per open file description (errseq): whoever
+    fsyncs first gets EIO, later fsyncs through the same description succeed.  The
+    zero-ahead thread syncs a dup of the segment's descriptor -- the same description
+    the writer's flush syncs -- so if it swallows the error, the next flush succeeds
+    and reports data durable that never reached the disk."""
+    import threading
+
+    real = osio.fdatasync
+    delivered = threading.Event()
+
+    def fdatasync(fd: int) -> None:
+        if not delivered.is_set() and threading.current_thread().name == "fastlog-zero-ahead":
+            delivered.set()  # the error is consumed by this call, as errseq does
+            raise OSError(errno.EIO, "writeback failed")
+        real(fd)
+
+    monkeypatch.setattr(osio, "fdatasync", fdatasync)
+    log = fastlog.Log(tmp_path, segment_size=1 << 20)
+    try:
+        log.append(entries(log, 1, 5, size=100))
+        log.flush()  # from now on the zero-ahead thread works on the segment
+        log.append(entries(log, 6, 5, size=100))
+        if not delivered.wait(30):
+            pytest.skip("the zero-ahead thread never synced")
+        # A flush racing with the failing sync may check before the error is
+        # recorded; the one after it must fail (or the log must refuse writes).
+        for attempt in range(2):
+            try:
+                log.append(entries(log, log.last_index() + 1, 5, size=100))
+                log.flush()
+            except OSError:
+                break  # the failure reached the caller (PoisonedError is not an OSError)
+            except PoisonedError:
+                break
+        else:
+            pytest.fail("flushes kept succeeding after a failed fsync of the segment")
+        with pytest.raises(PoisonedError):
+            log.append(entries(log, log.last_index() + 1, 1, size=10))
+    finally:
+        monkeypatch.undo()
+        log.close()

@@ -26,12 +26,13 @@ import threading
 from collections.abc import Sequence as _SequenceABC
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-from .._types import MAX_INDEX, EntryKind, HardState, LogId, PyEntry, VotedFor
+from .._types import MAX_INDEX, HardState, LogId, PyEntry, VotedFor
 from ..errors import (
     ClosedError,
     CorruptionError,
     EntryTooLargeError,
     EntryTypeError,
+    InvalidEntryError,
     InvalidIndexError,
     PoisonedError,
 )
@@ -50,8 +51,9 @@ __all__ = [
     "decode_hard_state",
     "encode_boundary",
     "encode_hard_state",
+    "convert_entry",
     "entry_class",
-    "make_entry",
+    "prepare_directory",
 ]
 
 #: Same default limit as :class:`fastlog.log.Log`, so every engine refuses the same input.
@@ -61,7 +63,6 @@ KEY = struct.Struct(">Q")
 VALUE_HEADER = struct.Struct("<QB")
 _BOUNDARY = struct.Struct("<QQ")
 _HARD_STATE = struct.Struct("<QBQQB")
-_KINDS: Tuple[EntryKind, ...] = tuple(EntryKind)
 
 # ---------------------------------------------------------------------------
 # The Entry class handed out by every adapter
@@ -80,17 +81,6 @@ def entry_class() -> type:
         _entry_cls = cls
         _entry_types = (cls,) if cls is PyEntry else (cls, PyEntry)
     return _entry_cls
-
-
-def accepted_entry_types() -> Tuple[type, ...]:
-    """Entry classes accepted as input (``fastlog.Entry`` and the pure-Python one)."""
-    entry_class()
-    return _entry_types
-
-
-def make_entry(index: int, term: int, kind: int, payload: bytes) -> Any:
-    """Build a ``fastlog.Entry`` from decoded fields."""
-    return entry_class()(index, term, payload, _KINDS[kind])
 
 
 def convert_entry(entry: Any) -> Any:
@@ -162,15 +152,6 @@ def check_batch(entries: Any, max_payload: int, name: str = "entries") -> List[A
 # ---------------------------------------------------------------------------
 # Small encodings
 # ---------------------------------------------------------------------------
-
-
-def encode_value(entry: Any) -> bytes:
-    return VALUE_HEADER.pack(entry.term, entry.kind) + entry.payload
-
-
-def decode_value(index: int, value: bytes) -> Any:
-    term, kind = VALUE_HEADER.unpack_from(value)
-    return entry_class()(index, term, value[9:], _KINDS[kind])
 
 
 def encode_boundary(boundary: LogId) -> bytes:
@@ -313,7 +294,7 @@ class BaseLogStore:
 
     def __init__(self, *, durable: bool, max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE):
         if isinstance(max_entry_size, bool) or not isinstance(max_entry_size, int) or max_entry_size < 0:
-            raise InvalidIndexError("max_entry_size must be a non-negative int")
+            raise InvalidEntryError("max_entry_size must be a non-negative int")
         self._durable = bool(durable)
         self._max_payload = max_entry_size
         self._first = 0  # lowest stored index, 0 when nothing is stored

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Union
 
 from .._types import MAX_INDEX, EntryKind, HardState, LogId, VotedFor
-from ..errors import EntryTooLargeError, EntryTypeError, InvalidEntryError, InvalidIndexError
+from ..errors import EntryTooLargeError, EntryTypeError, InvalidIndexError
 
 __all__ = [
     "CASES",

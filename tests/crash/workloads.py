@@ -210,6 +210,7 @@ class InlineZeroAhead:
         self._impl._window = window
         self._impl._stopped = False
         self._impl._sync = False
+        self.error = None  # errors of the inline zeroing reach the writer directly
 
     def after_append(self, seg: Any) -> None:
         if self._impl._sync and seg.zeroed - seg.write_end < self._impl._window // 2:
