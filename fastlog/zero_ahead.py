@@ -97,7 +97,10 @@ class ZeroAhead:
                 end = min(goal, start + _CHUNK)
                 os.pwrite(seg.fd, _ZEROS[: end - start], start)
                 seg.zeroed = end
-                fd = os.dup(seg.fd)
+                # A file description of its own (not a dup): Linux reports a
+                # writeback error once to each open description, so an error
+                # this sync meets still reaches the writer's next fsync too.
+                fd = _reopen(seg.fd)
             try:
                 _osio.fdatasync(fd)
             except OSError as exc:
@@ -106,3 +109,10 @@ class ZeroAhead:
                 raise
             finally:
                 os.close(fd)
+
+
+def _reopen(fd: int) -> int:
+    try:
+        return os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return os.dup(fd)  # no /proc: the recorded error still reaches the next flush
