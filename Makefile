@@ -12,8 +12,8 @@ all: build
 
 $(VENV)/.installed: pyproject.toml setup.py VERSION
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -U pip setuptools wheel
-	$(PIP) install -q -e '.[$(EXTRAS)]'
+	$(PIP) install -q -U pip setuptools wheel "Cython>=3.0" "numpy>=1.24"
+	$(PIP) install -q --no-build-isolation -e '.[$(EXTRAS)]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -383,7 +383,8 @@ class FileLogStore:
     async def replace_range(self, from_index: int, new_entries: Sequence[Any]) -> None:
         """Remove every index >= ``from_index`` and append ``new_entries``, atomically.
 
-        After a crash the log is the old one or the new one, never a mix.  The
+        After a crash the log is a prefix of the old one or of the new one (all
+        of the new one once flushed), never old entries after new ones.  The
         new entries must start at or below ``from_index`` (they normally start
         at it), unless nothing at or above ``from_index`` is stored (then this is
         a plain append).
