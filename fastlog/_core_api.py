@@ -88,13 +88,16 @@ class LogCore(Protocol):
         module, indexes are consecutive, every payload <= max_payload.
         Returns the first index (the batch must not be empty)."""
 
-    def append(self, entries: Sequence[Any], start: int = 0) -> int:
+    def append(self, entries: Sequence[Any], start: int = 0, mapped_upto: int = 0) -> int:
         """Write ``entries[start:]`` into the last segment after its last record.
 
         Validates first (as ``check_batch``, and ``entries[start].index`` must be
         ``last_index + 1``, or the segment's first index when it is empty).
         Writes as many whole entries as fit and returns the position after the
-        last one written (== ``start`` when not even one fits)."""
+        last one written (== ``start`` when not even one fits).
+        ``mapped_upto`` is a hint: file blocks below it are already written, so
+        a small batch ending below it may be stored through the mapping instead
+        of written with ``pwrite``."""
 
     def truncate(self, index: int) -> Tuple[int, int]:
         """Forget entries ``>= index`` that lie in the *last* segment (the caller

@@ -529,7 +529,7 @@ class LogCore:
         return self._validate(_as_batch(entries))
 
     @_serialised
-    def append(self, entries: Sequence[Any], start: int = 0) -> int:
+    def append(self, entries: Sequence[Any], start: int = 0, mapped_upto: int = 0) -> int:
         entries = _as_batch(entries)
         first = self._validate(entries)
         n = len(entries)
@@ -550,6 +550,7 @@ class LogCore:
 
         size = seg.size
         off, crc = seg.end, seg.last_crc
+        _as_int("mapped_upto", mapped_upto)  # only a hint: this core always uses pwrite
         if seg.fd >= 0:
             # Build the frames in a buffer and pwrite them (see the compiled
             # core and docs/format.md, "How appends reach the file").

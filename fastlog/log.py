@@ -494,10 +494,22 @@ class Log:
         with self._wlock:
             self._check_writable()
             core = self._core
-            first = core.check_batch(entries)
-            self._make_room_for(first)
+            segments = self._segments
+            head = entries[0]
+            if (
+                segments
+                and type(head) is self.Entry
+                and head.index == core.last_index() + 1
+                and head.index > core.floor()
+            ):
+                # The common case, a plain append: core.append validates the
+                # whole batch itself before it writes anything.
+                first = head.index
+            else:
+                first = core.check_batch(entries)
+                self._make_room_for(first)
             n = len(entries)
-            pos = self._append_to_last(entries, 0) if self._segments else 0
+            pos = self._append_to_last(entries, 0) if segments else 0
             if pos:
                 # This segment may not be the last one once the batch rolls over:
                 # mark it now or the next flush would skip its new records.
@@ -526,7 +538,7 @@ class Log:
     def _append_to_last(self, entries: Sequence[Any], pos: int) -> int:
         seg = self._segments[-1]
         with seg.lock:  # the zero-ahead thread writes past write_end under this lock
-            new_pos = self._core.append(entries, pos)
+            new_pos = self._core.append(entries, pos, seg.zeroed)
             seg.write_end = self._core.segment_info(-1)[2]
         return new_pos
 
