@@ -362,18 +362,15 @@ class FileLogStore:
             await self._wait_gate()
             self._check_writable()
         log = self._log
-        first = getattr(entries[0], "index", None)
-        if type(first) is int and first == log.last_index() + 1 and (log.first_index() or not log.segments()):
-            # The common case: a pure append, a copy into the mapping, done
-            # before this coroutine first yields (so a caller that picks
+        try:
+            # The common case: a plain append, a copy into the file's pages,
+            # done before this coroutine first yields (so a caller that picks
             # last_index() + 1 and persists cannot race another such caller).
-            # (A log holding only unreadable segments would delete them first:
-            # that goes to the worker thread below.)
-            try:
-                log.append(entries)
-            except BaseException as exc:
-                self._failed(exc)
-                raise
+            plain = log.append_next(entries)
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+        if plain:
             self._commit.note_write()
         else:
             # Replacing a suffix (or starting an empty log) may sync or delete files.

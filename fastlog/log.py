@@ -496,12 +496,7 @@ class Log:
             core = self._core
             segments = self._segments
             head = entries[0]
-            if (
-                segments
-                and type(head) is self.Entry
-                and head.index == core.last_index() + 1
-                and head.index > core.floor()
-            ):
+            if segments and self._is_plain_append(head):
                 # The common case, a plain append: core.append validates the
                 # whole batch itself before it writes anything.
                 first = head.index
@@ -534,6 +529,35 @@ class Log:
                 self._zero_ahead.after_append(seg)
         if self._sync_always:
             self.flush()
+
+    def append_next(self, entries: Sequence[Any]) -> bool:
+        """Append ``entries`` if they plainly continue the log; else do nothing.
+
+        True when the batch (a non-empty list or tuple) starts at
+        ``last_index() + 1`` of a log with readable entries: it is then
+        appended (or refused with the usual errors) exactly as by
+        :meth:`append`.  False when :meth:`append` would have more to do
+        (replace a suffix, start an empty log afresh): nothing is changed and
+        the caller decides where to run it -- the async engine keeps plain
+        appends on the event loop and sends the rest to its worker thread.
+        """
+        if type(entries) is not list and type(entries) is not tuple or not entries:
+            return False
+        with self._wlock:
+            self._check_writable()
+            if not self._is_plain_append(entries[0]):
+                return False
+            self.append(entries)
+        return True
+
+    def _is_plain_append(self, head: Any) -> bool:
+        """Whether appending from ``head`` only writes: no truncation, no file deleted."""
+        if type(head) is not self.Entry:
+            return False
+        core = self._core
+        if not self._segments:  # an empty log: only a new segment file to create
+            return head.index == self.last_index() + 1 and head.index > 0
+        return head.index == core.last_index() + 1 and head.index > core.floor()
 
     def _append_to_last(self, entries: Sequence[Any], pos: int) -> int:
         seg = self._segments[-1]
