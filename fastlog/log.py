@@ -312,7 +312,7 @@ class Log:
 
     def _cut_after(self, later: Sequence[tuple], path: str, offset: int) -> None:
         """Drop the segments in ``later`` (never durable) -- unless one claims durable data."""
-        for hdr, later_path in later:
+        for hdr, _ in later:
             if hdr.synced_end > hdr.data_start:
                 self._damage(
                     CorruptionError("the log breaks off here but a later segment holds durable data", path, offset)

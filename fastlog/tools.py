@@ -577,7 +577,7 @@ def _run_inspect(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     print(f"generation      {info['generation']}", file=out)
     print(f"index range     {info['first_index']}..{info['last_index']}"
           + ("  (empty)" if info["first_index"] == 0 else ""), file=out)
-    print(f"purge boundary  " + ("none" if b is None else f"index {b['index']}, term {b['term']}"), file=out)
+    print("purge boundary  " + ("none" if b is None else f"index {b['index']}, term {b['term']}"), file=out)
     print(f"hard state      {info['hard_state_text']}", file=out)
     print(f"segments        {len(info['segments'])}", file=out)
     for s in info["segments"]:
