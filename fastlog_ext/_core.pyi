@@ -24,8 +24,6 @@ def crc32c_hw_available() -> bool:
 def frame_size(payload_len: int) -> int:
     """Bytes taken by a framed record holding ``payload_len`` payload bytes."""
 
-def prefault(buf: Any, start: int = 0, end: Optional[int] = None) -> bool:
-    """Fault in ``buf[start:end]`` for writing ahead of time, without the GIL."""
 
 class Entry:
     """One Raft log entry: immutable, hashable, compared by value."""

@@ -21,14 +21,13 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 from cpython.sequence cimport PySequence_Check, PySequence_Fast, PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_CheckExact
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy, memset
 from libc.errno cimport errno, EINTR, EIO
 from posix.types cimport off_t
 from posix.unistd cimport pwrite
 
-import mmap as _mmap
 import os
 from collections import namedtuple
 
@@ -49,30 +48,6 @@ from fastlog.errors import (
 )
 
 
-cdef extern from *:
-    """
-    #include <errno.h>
-    #if defined(__linux__)
-    #include <sys/mman.h>
-    #ifndef MADV_POPULATE_WRITE
-    #define MADV_POPULATE_WRITE 23  /* Linux 5.14+; older kernels answer EINVAL */
-    #endif
-    #endif
-    /* Fault pages in for writing without changing their contents; -1 when
-       the platform or kernel cannot. */
-    static int fastlog_populate_write(void *addr, size_t len) {
-    #if defined(__linux__)
-        return madvise(addr, len, MADV_POPULATE_WRITE);
-    #else
-        (void)addr; (void)len;
-        errno = EINVAL;
-        return -1;
-    #endif
-    }
-    """
-    int fastlog_populate_write(void *addr, size_t length) nogil
-
-
 cdef extern from "Python.h":
     # Declared here without an exception clause: the callers turn an overflow
     # into fastlog's own InvalidIndexError.
@@ -90,7 +65,6 @@ __all__ = [
     "crc32c",
     "crc32c_hw_available",
     "frame_size",
-    "prefault",
     "FL_MAX_PAYLOAD",
 ]
 
@@ -337,40 +311,6 @@ def frame_size(payload_len):
     cdef size_t n
     _to_span(payload_len, "payload_len", FL_MAX_PAYLOAD, &n)
     return fl_frame_size(<uint32_t>n)
-
-
-def prefault(buf, start=0, end=None):
-    """Fault in ``buf[start:end]`` for writing ahead of time, with the GIL released.
-
-    The first write to each page of a fresh file mapping costs a page fault
-    (microseconds each for preallocated, never-written file blocks).  Calling
-    this on a segment before appending to it, e.g. from a background thread
-    while the previous segment is still being filled, takes that cost off the
-    append path.  Contents are never changed, so it is safe on a segment that
-    is being written at the same time.  Returns False when the platform cannot
-    do it (the call is only advice).
-    """
-    cdef Py_buffer view
-    cdef size_t a, b, page
-    cdef uintptr_t lo, hi
-    cdef int rc
-    try:
-        PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
-    except (TypeError, BufferError):
-        raise EntryTypeError(f"buf must be a writable buffer, not {type(buf).__name__}") from None
-    try:
-        _to_span(start, "start", <size_t>view.len, &a)
-        _to_span(view.len if end is None else end, "end", <size_t>view.len, &b)
-        if b <= a:
-            return True
-        page = <size_t>_mmap.PAGESIZE
-        lo = (<uintptr_t>view.buf + a) & ~(<uintptr_t>page - 1)
-        hi = <uintptr_t>view.buf + b
-        with nogil:
-            rc = fastlog_populate_write(<void *>lo, <size_t>(hi - lo))
-        return rc == 0
-    finally:
-        PyBuffer_Release(&view)
 
 
 def _crc32c_portable(data, seed=0):

@@ -3,7 +3,7 @@
 The shared contract is tested on both cores in test_core.py; this file covers
 what only the extension has: the busy guard around calls that release the GIL,
 the exported buffer that keeps a mapping open, the hardware CRC path, the
-C Entry type, bounds checks on damaged mappings, and ``prefault``.
+C Entry type, and bounds checks on damaged mappings.
 """
 from __future__ import annotations
 
@@ -423,21 +423,3 @@ def test_bad_arguments_raise_fastlog_errors(C):
     with pytest.raises(EntryTypeError):
         core.append(None)
     assert core.last_index() == 2
-
-
-# ---------------------------------------------------------------------------
-# prefault
-
-
-def test_prefault(C):
-    mm = mmap.mmap(-1, 1 << 20)
-    assert isinstance(C.prefault(mm), bool)
-    assert isinstance(C.prefault(mm, 4096, 8192), bool)
-    assert C.prefault(mm, 100, 100) is True  # nothing to do
-    assert C.prefault(bytearray(10), 3) in (True, False)
-    with pytest.raises(InvalidIndexError):
-        C.prefault(mm, 0, (1 << 20) + 1)
-    with pytest.raises(EntryTypeError):
-        C.prefault(b"read-only")
-    assert mm[:16] == bytes(16)  # contents unchanged
-    mm.close()  # no export left behind
