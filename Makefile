@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
-EXTRAS := test,peers,chart,pysyncobj,profile
+EXTRAS := test,peers,chart,pysyncobj,profile,dev
 CMAKE_BUILD := build/cmake
 
-.PHONY: all venv build test test-c test-ext test-py bench bench-ci profile fuzz asan clean
+.PHONY: all venv build typecheck test test-c test-ext test-py bench bench-ci profile fuzz asan clean
 
 all: build
 
@@ -21,6 +21,9 @@ venv: $(VENV)/.installed
 # Rebuild the extension in place whenever a .pyx/.pxd/.c/.h changes.
 build: venv
 	$(PY) setup.py -q build_ext --inplace
+
+typecheck: venv
+	$(VENV)/bin/mypy fastlog --ignore-missing-imports
 
 test-c:
 	cmake -S . -B $(CMAKE_BUILD) -DCMAKE_BUILD_TYPE=Release > /dev/null

@@ -273,7 +273,7 @@ def measure_durable(
         commit = fl.store.group_commit
         flushes_before = commit.flushes
         ratios = []
-        for k in range(slices):
+        for _ in range(slices):
             raw.rotate_if_full()
             n, t_raw = _timed_slice(raw.write_durably, slice_s, lambda: raw_one)
             t0 = time.perf_counter()

@@ -16,7 +16,7 @@ import threading
 import struct
 from bisect import bisect_right
 from collections import namedtuple
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -109,23 +109,32 @@ _SMALL = 48  # below this many bytes the plain loop is faster than numpy
 _BLOCK = 4096  # bytes per numpy block (the position table is _BLOCK x 256 x 4 bytes)
 _GROUP = 64  # blocks gathered at once for long messages (bounds temporary memory)
 
-_pos_flat: Optional[np.ndarray] = None  # _POS flattened: index (k * 256 + b)
-_row_offsets: Optional[np.ndarray] = None  # (_BLOCK - 1 - i) * 256: distance-from-end rows
-_shift_tables: Optional[Tuple[List[int], ...]] = None  # advance a register over one block
+class _PositionTables(NamedTuple):
+    flat: np.ndarray  # _POS flattened: index (k * 256 + b)
+    rows: np.ndarray  # (_BLOCK - 1 - i) * 256: distance-from-end rows
+    shifts: Tuple[List[int], List[int], List[int], List[int]]  # advance a register over one block
 
 
-def _build_position_tables() -> None:
-    global _pos_flat, _row_offsets, _shift_tables
+_position_tables: Optional[_PositionTables] = None  # built on first use
+
+
+def _build_position_tables() -> _PositionTables:
     pos = np.empty((_BLOCK, 256), dtype=np.uint32)
     byte_table = np.array(_TABLE, dtype=np.uint32)
     pos[0] = byte_table
     for k in range(1, _BLOCK):
         prev = pos[k - 1]
         pos[k] = byte_table[prev & 0xFF] ^ (prev >> 8)
-    _row_offsets = ((_BLOCK - 1 - np.arange(_BLOCK, dtype=np.intp)) * 256).astype(np.intp)
+    rows = ((_BLOCK - 1 - np.arange(_BLOCK, dtype=np.intp)) * 256).astype(np.intp)
     # Register byte j sits at distance _BLOCK - 1 - j from the end of a block.
-    _shift_tables = tuple(pos[_BLOCK - 1 - j].tolist() for j in range(4))
-    _pos_flat = pos.ravel()
+    s0, s1, s2, s3 = (pos[_BLOCK - 1 - j].tolist() for j in range(4))
+    return _PositionTables(pos.ravel(), rows, (s0, s1, s2, s3))
+
+
+def _load_position_tables() -> _PositionTables:
+    global _position_tables
+    tables = _position_tables = _build_position_tables()
+    return tables
 
 
 def _raw_loop(reg: int, data: Any) -> int:
@@ -135,13 +144,13 @@ def _raw_loop(reg: int, data: Any) -> int:
     return reg
 
 
-def _raw_short_block(reg: int, arr: np.ndarray) -> int:
+def _raw_short_block(reg: int, arr: np.ndarray, tables: _PositionTables) -> int:
     """Register after feeding ``arr`` (uint8, 4 <= len <= _BLOCK) into ``reg``."""
     n = arr.shape[0]
     idx = arr.astype(np.intp)
     idx[:4] ^= np.frombuffer(reg.to_bytes(4, "little"), dtype=np.uint8)
-    idx += _row_offsets[_BLOCK - n :]
-    return int(np.bitwise_xor.reduce(_pos_flat.take(idx)))
+    idx += tables.rows[_BLOCK - n :]
+    return int(np.bitwise_xor.reduce(tables.flat.take(idx)))
 
 
 def _raw(reg: int, data: Any) -> int:
@@ -149,19 +158,18 @@ def _raw(reg: int, data: Any) -> int:
     n = len(data)
     if n < _SMALL:
         return _raw_loop(reg, data)
-    if _pos_flat is None:
-        _build_position_tables()
+    tables = _position_tables
+    if tables is None:
+        tables = _load_position_tables()
     arr = np.frombuffer(data, dtype=np.uint8)
     head = n % _BLOCK or _BLOCK
     if head < _SMALL:
         reg = _raw_loop(reg, data[:head])
     else:
-        reg = _raw_short_block(reg, arr[:head])
+        reg = _raw_short_block(reg, arr[:head], tables)
     if head == n:
         return reg
-    s0, s1, s2, s3 = _shift_tables  # type: ignore[misc]
-    rows = _row_offsets
-    flat = _pos_flat
+    flat, rows, (s0, s1, s2, s3) = tables
     pos = head
     while pos < n:
         blocks = min((n - pos) // _BLOCK, _GROUP)
@@ -298,10 +306,11 @@ def _nonzero_in(mv: memoryview, start: int, size: int) -> bool:
 # ---------------------------------------------------------------------------
 
 _new_entry = object.__new__
-_set_index = PyEntry.index.__set__  # type: ignore[attr-defined]
-_set_term = PyEntry.term.__set__  # type: ignore[attr-defined]
-_set_payload = PyEntry.payload.__set__  # type: ignore[attr-defined]
-_set_kind = PyEntry.kind.__set__  # type: ignore[attr-defined]
+# The slot descriptors of PyEntry (its __setattr__ refuses every write).
+_set_index = vars(PyEntry)["index"].__set__
+_set_term = vars(PyEntry)["term"].__set__
+_set_payload = vars(PyEntry)["payload"].__set__
+_set_kind = vars(PyEntry)["kind"].__set__
 _KINDS = tuple(EntryKind)
 
 

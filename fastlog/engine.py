@@ -42,6 +42,7 @@ preallocates it inline; that is an allocation, not a sync.)
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import os
@@ -175,7 +176,7 @@ class GroupCommit:
         self.flushes += 1
         fut = self.submit(self._flush_fn)
         self._inflight = fut
-        fut.add_done_callback(lambda f, target=target: self._flush_done(f, target))
+        fut.add_done_callback(functools.partial(self._flush_done, target=target))
 
     def _flush_done(self, fut: asyncio.Future, target: int) -> None:
         self._inflight = None

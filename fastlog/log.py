@@ -845,8 +845,10 @@ class Log:
                     self._bind_closed()
 
     def _release_all(self) -> None:
-        if getattr(self, "_zero_ahead", None) is not None:
-            self._zero_ahead.close()
+        # getattr: a constructor that failed early releases before _zero_ahead is set.
+        zero_ahead: Optional[ZeroAhead] = getattr(self, "_zero_ahead", None)
+        if zero_ahead is not None:
+            zero_ahead.close()
             self._zero_ahead = None
         while self._segments:
             seg = self._segments.pop()

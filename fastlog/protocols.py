@@ -25,24 +25,41 @@ from __future__ import annotations
 
 from typing import List, Optional, Protocol, Sequence, runtime_checkable
 
-from ._types import HardState, LogId
+from ._types import EntryKind, HardState, LogId
 
-__all__ = ["LogStore", "MetaStore", "StorageEngine"]
+__all__ = ["EntryLike", "LogStore", "MetaStore", "StorageEngine"]
+
+
+class EntryLike(Protocol):
+    """What the protocol reads from an entry: ``fastlog.Entry`` of either
+    implementation (compiled or pure Python) has these fields."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def term(self) -> int: ...
+
+    @property
+    def payload(self) -> bytes: ...
+
+    @property
+    def kind(self) -> EntryKind: ...
 
 
 @runtime_checkable
 class LogStore(Protocol):
-    async def persist_entries(self, entries: Sequence["Entry"]) -> None: ...  # noqa: F821
+    async def persist_entries(self, entries: Sequence[EntryLike]) -> None: ...
 
-    async def entry(self, index: int) -> Optional["Entry"]: ...  # noqa: F821
+    async def entry(self, index: int) -> Optional[EntryLike]: ...
 
-    def get_entries(self, start: int, end: int) -> List["Entry"]: ...  # noqa: F821
+    def get_entries(self, start: int, end: int) -> List[EntryLike]: ...
 
     async def purge(self, cutoff_index: LogId) -> None: ...
 
     async def truncate(self, from_index: int) -> None: ...
 
-    async def replace_range(self, from_index: int, new_entries: Sequence["Entry"]) -> None: ...  # noqa: F821
+    async def replace_range(self, from_index: int, new_entries: Sequence[EntryLike]) -> None: ...
 
     def is_write_durable(self) -> bool: ...
 

@@ -325,17 +325,15 @@ def plan_repair(path: str, *, implementation: Optional[str] = None) -> RepairPla
         plan.damage = report.damage[0] if report.damage else None
         return plan
     files = [name for _, name in _segment_files(path)]
-    first_bad = min(
-        (d for d in report.damage if d.path and os.path.basename(d.path) in files),
-        key=lambda d: (files.index(os.path.basename(d.path)), d.offset or 0),
-    )
+    in_segments = [(d, name) for d in report.damage if d.path and (name := os.path.basename(d.path)) in files]
+    first_bad, bad_name = min(in_segments, key=lambda pair: (files.index(pair[1]), pair[0].offset or 0))
     plan.damage = first_bad
-    bad_name = os.path.basename(first_bad.path)
     bad_pos = files.index(bad_name)
     seg = next(s for s in report.segments if s.name == bad_name)
     offset = first_bad.offset or 0
     if seg.end is not None and offset >= SEG_DATA_START:
         # Records before the damage verify: keep them, cut at the damaged record.
+        assert seg.first_index is not None  # set for every attached segment (seg.end is set)
         plan.cut_file = bad_name
         plan.cut_offset = offset
         kept = _count_records_before(report, seg, offset)

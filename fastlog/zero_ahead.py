@@ -77,6 +77,7 @@ class ZeroAhead:
                 if self._stopped:
                     return
                 seg, self._target = self._target, None
+                assert seg is not None  # the wait above ends only with a target or when stopped
             try:
                 self._top_up(seg)
             except OSError:

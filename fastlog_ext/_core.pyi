@@ -9,7 +9,7 @@ FL_MAX_PAYLOAD: int
 class ScanResult(NamedTuple):
     """What LogCore.load_segment found in a segment."""
 
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count, as the runtime namedtuple does
     end: int
     last_crc: int
     status: int

@@ -290,7 +290,7 @@ def test_damage_past_synced_end_is_a_torn_tail(tmp_path: Path, impl: str) -> Non
             assert durable <= last < 44, "the torn tail was not cut where the damage is"
             got = reopened.get_entries(1, last)
             assert [e.payload for e in got] == [payload(i) for i in range(1, last + 1)]
-    for off, size in synced[-3:]:
+    for off, _size in synced[-3:]:
         d = tmp_path / "rot"
         shutil.rmtree(d, ignore_errors=True)
         shutil.copytree(tmp_path / "image", d)

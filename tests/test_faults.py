@@ -388,7 +388,7 @@ def test_an_fsync_error_seen_by_the_zero_ahead_thread_is_not_lost(tmp_path: Path
             pytest.skip("the zero-ahead thread never synced")
         # A flush racing with the failing sync may check before the error is
         # recorded; the one after it must fail (or the log must refuse writes).
-        for attempt in range(2):
+        for _ in range(2):
             try:
                 log.append(entries(log, log.last_index() + 1, 5, size=100))
                 log.flush()

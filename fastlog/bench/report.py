@@ -202,10 +202,10 @@ def _evaluate(results: "BenchResults", target: Target) -> Dict[str, Any]:
             out["met"] = fastlog >= target.minimum
         return out
     if target.against == "peer":
-        peers = [
+        medians = [
             (s.name, _ok_median(results, s.name, workload_id)) for s in results.subjects if s.is_peer
         ]
-        peers = [(name, value) for name, value in peers if value is not None]
+        peers = [(name, value) for name, value in medians if value is not None]
         if not peers:
             out["why"] = "no peer engine has a valid result"
             return out

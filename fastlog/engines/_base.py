@@ -24,7 +24,7 @@ import os
 import struct
 import threading
 from collections.abc import Sequence as _SequenceABC
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Type
 
 from .._types import MAX_INDEX, HardState, LogId, PyEntry, VotedFor
 from ..errors import (
@@ -67,11 +67,11 @@ _HARD_STATE = struct.Struct("<QBQQB")
 # ---------------------------------------------------------------------------
 # The Entry class handed out by every adapter
 # ---------------------------------------------------------------------------
-_entry_cls: Optional[type] = None
+_entry_cls: Optional[Type[Any]] = None
 _entry_types: Tuple[type, ...] = (PyEntry,)
 
 
-def entry_class() -> type:
+def entry_class() -> Type[Any]:
     """``fastlog.Entry``: the Entry class of the implementation this process uses."""
     global _entry_cls, _entry_types
     if _entry_cls is None:

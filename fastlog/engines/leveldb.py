@@ -101,7 +101,7 @@ class LevelLogStore(BaseLogStore):
 
     def _read_range(self, start: int, end: int) -> List[Any]:
         cls, kinds, unpack, unpack_key = entry_class(), _KINDS, VALUE_HEADER.unpack_from, KEY.unpack_from
-        out = []
+        out: List[Any] = []
         append = out.append
         for key, value in self._db.iterator(start=_key(start), stop=_key(end), include_stop=True):
             term, kind = unpack(value)

@@ -116,7 +116,7 @@ class RocksLogStore(BaseLogStore):
         opt = ReadOptions()
         opt.set_iterate_upper_bound(KEY.pack(end) + b"\x00")
         cls, kinds, unpack, unpack_key = entry_class(), _KINDS, VALUE_HEADER.unpack_from, KEY.unpack
-        out = []
+        out: List[Any] = []
         append = out.append
         for key, value in self._log.items(from_key=KEY.pack(start), read_opt=opt):
             term, kind = unpack(value)

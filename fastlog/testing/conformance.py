@@ -16,13 +16,14 @@ cases as the reopen variants) plus the finer semantics of
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import shutil
 import tempfile
 import traceback
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Type, Union
 
 from .._types import MAX_INDEX, EntryKind, HardState, LogId, VotedFor
 from ..errors import EntryTooLargeError, EntryTypeError, InvalidIndexError
@@ -114,7 +115,7 @@ def check_entries(actual: Sequence[Any], expected: Sequence[Any], what: str) -> 
         check_entry(a, e, f"{what} (entry {e.index})")
 
 
-async def check_raises(error: type, action: Callable[[], Any], what: str) -> BaseException:
+async def check_raises(error: Type[BaseException], action: Callable[[], Any], what: str) -> BaseException:
     """``action()`` (sync, or returning an awaitable) must raise ``error``."""
     try:
         result = action()
@@ -435,7 +436,7 @@ async def case_writes_at_or_below_boundary_rejected(ctx: CaseContext) -> None:
     for first in (5, 3, 1):
         await check_raises(
             InvalidIndexError,
-            lambda first=first: ctx.log.persist_entries(make_entries(first, 7, tag=b"x")),
+            functools.partial(ctx.log.persist_entries, make_entries(first, 7, tag=b"x")),
             f"a batch starting at {first} with the purge boundary at 5",
         )
     await ctx.checkpoint()
@@ -452,7 +453,7 @@ async def case_truncate_at_or_below_boundary_rejected(ctx: CaseContext) -> None:
     before = await ctx.snapshot()
     for index in (5, 3, 0):
         await check_raises(
-            InvalidIndexError, lambda index=index: ctx.log.truncate(index), f"truncate({index}) with the boundary at 5"
+            InvalidIndexError, functools.partial(ctx.log.truncate, index), f"truncate({index}) with the boundary at 5"
         )
     await ctx.checkpoint()
     check_eq(await ctx.snapshot(), before, "state after refused truncations")

@@ -19,7 +19,7 @@ import inspect
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .._types import EntryKind, HardState, LogId, VotedFor
 from ..errors import InvalidIndexError
@@ -42,7 +42,7 @@ def hypothesis_settings(profile: Optional[str] = None, **overrides: Any) -> Any:
     name = profile or os.environ.get("FASTLOG_HYPOTHESIS_PROFILE", "").strip() or "ci"
     if name not in PROFILES:
         raise ValueError(f"unknown hypothesis profile {name!r}; choose one of {', '.join(PROFILES)}")
-    options = dict(
+    options: Dict[str, Any] = dict(
         deadline=None,
         database=None,
         print_blob=False,
