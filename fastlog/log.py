@@ -493,18 +493,25 @@ class Log:
             return
         with self._wlock:
             self._check_writable()
-            core = self._core
-            segments = self._segments
             head = entries[0]
-            if segments and self._is_plain_append(head):
-                # The common case, a plain append: core.append validates the
-                # whole batch itself before it writes anything.
-                first = head.index
-            else:
-                first = core.check_batch(entries)
-                self._make_room_for(first)
-            n = len(entries)
-            pos = self._append_to_last(entries, 0) if segments else 0
+            plain = bool(self._segments) and self._is_plain_append(head)
+            self._append_locked(entries, head.index if plain else None)
+        if self._sync_always:
+            self.flush()
+
+    def _append_locked(self, entries: Sequence[Any], plain_first: Optional[int]) -> None:
+        """Append under the write lock; ``plain_first`` when known to be a plain append."""
+        core = self._core
+        if plain_first is not None:
+            # A plain append: core.append validates the whole batch itself
+            # before it writes anything.
+            first = plain_first
+        else:
+            first = core.check_batch(entries)
+            self._make_room_for(first)
+        n = len(entries)
+        pos = self._append_to_last(entries, 0) if self._segments else 0
+        if pos < n:
             if pos:
                 # This segment may not be the last one once the batch rolls over:
                 # mark it now or the next flush would skip its new records.
@@ -523,12 +530,10 @@ class Log:
                 if pos:
                     self._truncate_locked(first)
                 raise
-            seg = self._segments[-1]
-            seg.dirty = True
-            if self._zero_ahead is not None:
-                self._zero_ahead.after_append(seg)
-        if self._sync_always:
-            self.flush()
+        seg = self._segments[-1]
+        seg.dirty = True
+        if self._zero_ahead is not None:
+            self._zero_ahead.after_append(seg)
 
     def append_next(self, entries: Sequence[Any]) -> bool:
         """Append ``entries`` if they plainly continue the log; else do nothing.
@@ -545,9 +550,15 @@ class Log:
             return False
         with self._wlock:
             self._check_writable()
-            if not self._is_plain_append(entries[0]):
+            head = entries[0]
+            if not self._is_plain_append(head):
                 return False
-            self.append(entries)
+            if self._segments:
+                self._append_locked(entries, head.index)
+            else:
+                self._append_locked(entries, None)  # validates, then starts the first segment
+        if self._sync_always:
+            self.flush()
         return True
 
     def _is_plain_append(self, head: Any) -> bool:
