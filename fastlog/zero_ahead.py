@@ -84,31 +84,39 @@ class ZeroAhead:
                 pass  # only advice: the writer reports real I/O errors itself
 
     def _top_up(self, seg: Segment) -> None:
+        # Write the zeros a chunk at a time (the writer may take the lock in
+        # between), then sync them all at once: one fsync, not one per chunk,
+        # competing with the writer's own flushes.
         goal = None
-        while not self._stopped:
-            with seg.lock:
-                if seg.fd < 0:
-                    return
-                if goal is None:
-                    goal = min(seg.size, seg.write_end + self._window)
-                start = max(seg.zeroed, seg.write_end)
-                start += (-start) % 4096  # whole pages only: the page holding the end has data
-                if start >= goal:
-                    return
-                end = min(goal, start + _CHUNK)
-                os.pwrite(seg.fd, _ZEROS[: end - start], start)
-                seg.zeroed = end
-                # A file description of its own (not a dup): Linux reports a
-                # writeback error once to each open description, so an error
-                # this sync meets still reaches the writer's next fsync too.
-                fd = _reopen(seg.fd)
-            try:
-                _osio.fdatasync(fd)
-            except OSError as exc:
-                if self.error is None:
-                    self.error = exc
-                raise
-            finally:
+        fd = -1
+        try:
+            while not self._stopped:
+                with seg.lock:
+                    if seg.fd < 0:
+                        return
+                    if goal is None:
+                        goal = min(seg.size, seg.write_end + self._window)
+                    start = max(seg.zeroed, seg.write_end)
+                    start += (-start) % 4096  # whole pages only: the page holding the end has data
+                    if start >= goal:
+                        break
+                    end = min(goal, start + _CHUNK)
+                    os.pwrite(seg.fd, _ZEROS[: end - start], start)
+                    seg.zeroed = end
+                    if fd < 0:
+                        # A file description of its own (not a dup): Linux reports a
+                        # writeback error once to each open description, so an error
+                        # this sync meets still reaches the writer's next fsync too.
+                        fd = _reopen(seg.fd)
+            if fd >= 0:
+                try:
+                    _osio.fdatasync(fd)
+                except OSError as exc:
+                    if self.error is None:
+                        self.error = exc
+                    raise
+        finally:
+            if fd >= 0:
                 os.close(fd)
 
 
