@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -49,7 +48,11 @@ from pysyncobj.transport import TCPTransport  # noqa: E402
 if __name__ == "__main__":  # run as a script from a source checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastlog.integrations.pysyncobj import FastlogTCPTransport, journal_factory  # noqa: E402
+from fastlog.integrations.pysyncobj import (  # noqa: E402
+    FastlogTCPTransport,
+    free_loopback_ports,
+    journal_factory,
+)
 
 JOURNALS = ("file", "fastlog", "fastlog-always", "memory")
 DEFAULT_OPS = 5000
@@ -57,18 +60,6 @@ QUICK_OPS = 200
 TIMEOUT = 120.0
 SEGMENT_SIZE = 16 << 20
 
-
-def _free_ports(count: int) -> List[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class CounterCluster:
@@ -78,7 +69,7 @@ class CounterCluster:
         if journal not in JOURNALS:
             raise ValueError(f"journal must be one of {JOURNALS}, got {journal!r}")
         self.journal = journal
-        addrs = [f"127.0.0.1:{p}" for p in _free_ports(3)]
+        addrs = [f"127.0.0.1:{p}" for p in free_loopback_ports(3)]
         transport = FastlogTCPTransport if journal == "fastlog" else TCPTransport
         if journal in ("fastlog", "fastlog-always"):
             factory = journal_factory(None, segment_size=SEGMENT_SIZE)

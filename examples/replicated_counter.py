@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -31,21 +30,13 @@ except ImportError:  # run from a source checkout without installing
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 from pysyncobj.batteries import ReplCounter
 
-from fastlog.integrations.pysyncobj import FastlogJournal, FastlogTCPTransport, use_fastlog_journal
+from fastlog.integrations.pysyncobj import (
+    FastlogJournal,
+    FastlogTCPTransport,
+    free_loopback_ports,
+    use_fastlog_journal,
+)
 
-
-def free_ports(count: int) -> List[int]:
-    """Ports that were free on 127.0.0.1 a moment ago."""
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def start_node(name: str, addr: str, peers: Sequence[str], base_dir: str, **conf_options: object):
@@ -119,7 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="fastlog-counter-")
         base_dir = tmp.name
     os.makedirs(base_dir, exist_ok=True)
-    ports = [int(p) for p in args.ports.split(",")] if args.ports else free_ports(3)
+    ports = [int(p) for p in args.ports.split(",")] if args.ports else free_loopback_ports(3)
     addrs = [f"127.0.0.1:{p}" for p in ports]
     names = [f"node{i}" for i in range(3)]
 

@@ -9,7 +9,6 @@ and every node must end with the same state and the same log.
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from typing import Any, Dict, List, Optional
@@ -24,25 +23,18 @@ from pysyncobj.batteries import ReplCounter, ReplSet  # noqa: E402
 
 from pysyncobj.transport import TCPTransport  # noqa: E402
 
-from fastlog.integrations.pysyncobj import FastlogJournal, FastlogTCPTransport, use_fastlog_journal  # noqa: E402
+from fastlog.integrations.pysyncobj import (  # noqa: E402
+    FastlogJournal,
+    FastlogTCPTransport,
+    free_loopback_ports,
+    use_fastlog_journal,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
 PHASE_TIMEOUT = 30.0  # seconds any one step may take before the test gives up
 SEGMENT = 256 << 10
 
-
-def free_ports(count: int) -> List[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def wait_for(predicate, what: str, timeout: float = PHASE_TIMEOUT) -> None:
@@ -66,7 +58,7 @@ def journal_snapshot(j: FastlogJournal) -> Dict[str, Any]:
 class Cluster:
     def __init__(self, base_dir: str, sync: str, transport: type, compact_above: int) -> None:
         self.base_dir = base_dir
-        self.addrs = [f"127.0.0.1:{p}" for p in free_ports(3)]
+        self.addrs = [f"127.0.0.1:{p}" for p in free_loopback_ports(3)]
         self.names = [f"node{i}" for i in range(3)]
         self.nodes: List[Optional[SyncObj]] = [None, None, None]
         self.states: List[Optional[ReplSet]] = [None, None, None]
@@ -232,7 +224,7 @@ def test_three_nodes_replicate_and_a_restarted_node_catches_up(tmp_path, sync, t
 
 def test_single_node_restart_replays_its_journal(tmp_path):
     """A one-node cluster: what it applied comes back from its own journal alone."""
-    port = free_ports(1)[0]
+    port = free_loopback_ports(1)[0]
     addr = f"127.0.0.1:{port}"
 
     def start():

@@ -35,6 +35,7 @@ from __future__ import annotations
 import operator
 import os
 import pickle as _pickle
+import socket
 import struct
 import threading
 from contextlib import contextmanager
@@ -67,6 +68,7 @@ __all__ = [
     "uninstall",
     "is_installed",
     "use_fastlog_journal",
+    "free_loopback_ports",
 ]
 
 #: ``(command, idx, term)``: one PySyncObj journal entry.
@@ -620,3 +622,21 @@ class FastlogTCPTransport(_TCPTransport):
         if journal is not None and not journal.closed:
             journal.sync_entries()
         return super().send(node, message)
+
+
+def free_loopback_ports(count: int) -> List[int]:
+    """``count`` TCP ports that were free on 127.0.0.1 a moment ago.
+
+    For examples, tests and benchmarks that start SyncObj nodes on loopback
+    (another process may still take a port before a node binds it).
+    """
+    socks: List[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
