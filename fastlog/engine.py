@@ -31,7 +31,7 @@ still work; reopen the directory to recover from what is on disk.
 Threads
 -------
 Appends at ``last_index() + 1`` run on the event loop's thread, before the
-coroutine first yields: they only copy into the mapping.  Everything that may
+coroutine first yields: they only copy into the file's pages.  Everything that may
 fsync or delete files -- flushes, truncate, purge, reset, and appends that
 replace a suffix (or start an empty log at some other index) -- runs on one
 worker thread, in submission order.  While such a structural operation is
