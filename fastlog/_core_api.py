@@ -88,7 +88,7 @@ class LogCore(Protocol):
         module, indexes are consecutive, every payload <= max_payload.
         Returns the first index (the batch must not be empty)."""
 
-    def append(self, entries: Sequence[Any], start: int = 0, mapped_upto: int = 0) -> int:
+    def append(self, entries: Sequence[Any], start: int = 0, mapped_upto: int = 0, prepare: int = 0) -> int:
         """Write ``entries[start:]`` into the last segment after its last record.
 
         Validates first (as ``check_batch``, and ``entries[start].index`` must be
@@ -97,7 +97,12 @@ class LogCore(Protocol):
         last one written (== ``start`` when not even one fits).
         ``mapped_upto`` is a hint: file blocks below it are already written, so
         a small batch ending below it may be stored through the mapping instead
-        of written with ``pwrite``."""
+        of written with ``pwrite``.  ``prepare`` (0, or a power of two up to
+        2**40; anything else raises InvalidEntryError) is a hint too: a core
+        may first write zeros past the last record, up to a multiple of it,
+        and then store the frames through the mapping (docs/format.md, "How
+        appends reach the file").  Either way the file ends up with the same
+        bytes."""
 
     def truncate(self, index: int) -> Tuple[int, int]:
         """Forget entries ``>= index`` that lie in the *last* segment (the caller

@@ -538,7 +538,7 @@ class LogCore:
         return self._validate(_as_batch(entries))
 
     @_serialised
-    def append(self, entries: Sequence[Any], start: int = 0, mapped_upto: int = 0) -> int:
+    def append(self, entries: Sequence[Any], start: int = 0, mapped_upto: int = 0, prepare: int = 0) -> int:
         entries = _as_batch(entries)
         first = self._validate(entries)
         n = len(entries)
@@ -559,7 +559,10 @@ class LogCore:
 
         size = seg.size
         off, crc = seg.end, seg.last_crc
-        _as_int("mapped_upto", mapped_upto)  # only a hint: this core always uses pwrite
+        _as_int("mapped_upto", mapped_upto)  # only hints: this core always uses pwrite
+        prepare = _as_int("prepare", prepare)
+        if prepare < 0 or prepare > 1 << 40 or prepare & (prepare - 1):
+            raise InvalidEntryError(f"prepare must be 0 or a power of two up to 2**40, got {prepare}")
         if seg.fd >= 0:
             # Build the frames in a buffer and pwrite them (see the compiled
             # core and docs/format.md, "How appends reach the file").

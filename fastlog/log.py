@@ -59,6 +59,10 @@ STATE_FILE = "STATE"
 LOCK_FILE = "LOCK"
 _STATE_BODY = struct.Struct("<QBQQQ")  # generation, has_purge, purge index, purge term, reserved
 _ZERO_CHUNK = 1 << 16
+# Until a log is first flushed, appends zero the file ahead of themselves in
+# aligned chunks of up to this size and store their frames through the mapping
+# (LogCore.append's ``prepare``); a flushed log leaves that to zero-ahead.
+_PREPARE_CHUNK = 2 << 20
 
 
 def _check_index(name: str, value: object) -> int:
@@ -135,6 +139,7 @@ class Log:
         # Written-and-synced space ahead of a flushing writer (fastlog.zero_ahead).
         self._zero_ahead_window = 0 if (read_only or not zero_ahead) else 4 << 20
         self._zero_ahead: Optional[ZeroAhead] = None
+        self._prepare = _PREPARE_CHUNK  # 0 once flushed: unsynced zeros would slow each fsync
         self._closed = True
         self._poisoned: Optional[BaseException] = None
         self._dir_dirty = False
@@ -573,7 +578,7 @@ class Log:
     def _append_to_last(self, entries: Sequence[Any], pos: int) -> int:
         seg = self._segments[-1]
         with seg.lock:  # the zero-ahead thread writes past write_end under this lock
-            new_pos = self._core.append(entries, pos, seg.zeroed)
+            new_pos = self._core.append(entries, pos, seg.zeroed, self._prepare)
             seg.write_end = self._core.segment_info(-1)[2]
         return new_pos
 
@@ -792,6 +797,8 @@ class Log:
                     last = min(last, self._trunc_low - 1)
                 if last > self._durable_index:
                     self._durable_index = last
+                if targets:
+                    self._prepare = 0
                 if targets and self._zero_ahead_window and self._segments:
                     if self._zero_ahead is None:
                         self._zero_ahead = ZeroAhead(self._zero_ahead_window)

@@ -64,6 +64,7 @@ cdef struct Segment:
     uint32_t seed         # chain seed of the first record
     uint32_t last_crc     # crc of the last record (seed when none)
     int fd                # >= 0: appends are written with pwrite to this file (see append)
+    size_t prepared       # [end, prepared) holds zeros this core wrote to fd (see append)
 
 
 # A batch entry gathered with the GIL held, so frames can be encoded without it.

@@ -538,6 +538,17 @@ def test_append_in_several_batches(core_module):
     assert rescanned.get_range(10, 18) == entries(core_module, 10, 9)
 
 
+@pytest.mark.parametrize("prepare", [-1, 3, 1 << 41, (1 << 16) + 1])
+def test_append_refuses_a_bad_prepare_hint(core_module, prepare):
+    core, buf, _ = new_core(core_module)
+    with pytest.raises(InvalidEntryError):
+        core.append(entries(core_module, 1, 2), 0, 0, prepare)
+    assert core.last_index() == 0
+    # Without a file behind the segment the hint changes nothing.
+    assert core.append(entries(core_module, 1, 2), 0, 0, 1 << 16) == 2
+    assert core.get_range(1, 2) == entries(core_module, 1, 2)
+
+
 def test_append_from_start_position(core_module):
     core, _, _ = new_core(core_module, first=5)
     batch = entries(core_module, 3, 6)  # 3..8; 3 and 4 are already elsewhere

@@ -8,6 +8,8 @@ C Entry type, and bounds checks on damaged mappings.
 from __future__ import annotations
 
 import gc
+import os
+import random
 import mmap
 import pickle
 import threading
@@ -423,3 +425,99 @@ def test_bad_arguments_raise_fastlog_errors(C):
     with pytest.raises(EntryTypeError):
         core.append(None)
     assert core.last_index() == 2
+
+
+# ---------------------------------------------------------------------------
+# appends to a file: pwrite, or zeros ahead then stores through the mapping
+
+
+def _file_core(C, tmp_path, name, size):
+    path = tmp_path / name
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    os.posix_fallocate(fd, 0, size)
+    mm = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
+    core = C.LogCore(1 << 20)
+    core.load_segment(mm, 1, 0, DS, fresh=True, fd=fd)
+    return core, mm, fd, path
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_prepared_appends_leave_the_same_file_as_pwrite(C, tmp_path, seed):
+    """Zeroing ahead (``prepare``) changes how bytes reach the file, never which:
+    across batch sizes, chunk boundaries, truncations and a full segment, the
+    file matches one written with pwrite only, byte for byte."""
+    rng = random.Random(seed)
+    size = (3 << 20) + rng.randrange(0, 1 << 16, 8)
+    a, mm_a, fd_a, path_a = _file_core(C, tmp_path, "pwrite", size)
+    b, mm_b, fd_b, path_b = _file_core(C, tmp_path, "prepared", size)
+    try:
+        nxt = 1
+        while True:
+            if rng.random() < 0.1 and nxt > 2:
+                cut = rng.randrange(max(1, nxt - 300), nxt)
+                for core in (a, b):
+                    lo, hi = core.truncate(cut)
+                    core.zero(0, lo, hi)
+                nxt = cut
+                continue
+            n = rng.choice([1, 3, 40, 700, 3000])
+            entries = [C.Entry(i, 1 + i // 1000, rng.randbytes(rng.choice([0, 5, 256, 1000, 9000])))
+                       for i in range(nxt, nxt + n)]
+            got_a = a.append(entries, 0, 0, 0)
+            got_b = b.append(entries, 0, 0, rng.choice([1 << 16, 1 << 21, 1 << 12]))
+            assert got_a == got_b
+            nxt += got_a
+            if got_a < n:
+                break  # the segment is full
+        assert a.segment_info(0) == b.segment_info(0)
+        assert os.pread(fd_a, size, 0) == os.pread(fd_b, size, 0)
+        assert bytes(mm_b) == os.pread(fd_b, size, 0)
+    finally:
+        for core, mm, fd in ((a, mm_a, fd_a), (b, mm_b, fd_b)):
+            core.drop_last_segment()
+            mm.close()
+            os.close(fd)
+
+
+def test_prepare_never_zeroes_over_records(C, tmp_path):
+    """Zero-ahead that starts below the end (a stale hint) still begins at the end."""
+    core, mm, fd, _ = _file_core(C, tmp_path, "seg", 1 << 20)
+    try:
+        first = batch(C, 1, 50)
+        assert core.append(first, 0, 0, 1 << 16) == 50
+        end = core.segment_info(0)[2]
+        before = bytes(mm[:end])
+        # Reattached, the core knows nothing of its earlier zeros: only the hint.
+        core.drop_last_segment()
+        assert core.load_segment(mm, 1, 0, DS, fd=fd).count == 50
+        assert core.append(batch(C, 51, 10, size=3000), 0, DS, 1 << 16) == 10
+        assert bytes(mm[:end]) == before
+        assert [e.payload for e in core.get_range(1, 50)] == [e.payload for e in first]
+    finally:
+        core.drop_last_segment()
+        mm.close()
+        os.close(fd)
+
+
+def test_prepare_reports_write_errors_and_writes_nothing(C, tmp_path):
+    """A zero write that fails (here: a read-only descriptor) raises OSError
+    before any record is stored."""
+    path = tmp_path / "seg"
+    with open(path, "wb") as f:
+        f.truncate(1 << 20)
+    rw = os.open(path, os.O_RDWR)
+    ro = os.open(path, os.O_RDONLY)
+    mm = mmap.mmap(rw, 1 << 20, access=mmap.ACCESS_WRITE)
+    core = C.LogCore(1 << 20)
+    core.load_segment(mm, 1, 0, DS, fresh=True, fd=ro)
+    try:
+        with pytest.raises(OSError):
+            core.append(batch(C, 1, 5), 0, 0, 1 << 16)
+        assert core.last_index() == 0
+        assert bytes(mm[DS:DS + 4096]) == bytes(4096)
+        assert core.busy == 0
+    finally:
+        core.drop_last_segment()
+        mm.close()
+        os.close(rw)
+        os.close(ro)
