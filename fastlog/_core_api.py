@@ -51,7 +51,10 @@ class LogCore(Protocol):
     leaves the core half-changed on error.
     """
 
-    def __init__(self, max_payload: int, verify_reads: bool = False) -> None: ...
+    def __init__(self, max_payload: int, verify_reads: bool = False, zero_helper: bool = True) -> None:
+        """``zero_helper``: a core may write the zeros of ``append(prepare=...)``
+        ahead of the writer on a thread of its own (the compiled core does; the
+        pure-Python core writes with ``pwrite`` only and ignores it)."""
 
     # -- segment table ---------------------------------------------------
     def load_segment(

@@ -394,7 +394,8 @@ def _serialised(method):
 class LogCore:
     """Byte-level core of a segmented log (see :class:`fastlog._core_api.LogCore`)."""
 
-    def __init__(self, max_payload: int, verify_reads: bool = False) -> None:
+    def __init__(self, max_payload: int, verify_reads: bool = False, zero_helper: bool = True) -> None:
+        # zero_helper: only a hint, like append's prepare; this core always uses pwrite.
         max_payload = _as_int("max_payload", max_payload)
         if max_payload < 0 or max_payload > FL_MAX_PAYLOAD:
             raise InvalidEntryError(f"max_payload must be in 0..{FL_MAX_PAYLOAD}, got {max_payload}")

@@ -45,6 +45,19 @@ cdef extern from "fastlog_core.h" nogil:
     int fl_all_zero(const uint8_t *buf, size_t start, size_t end)
 
 
+cdef extern from "fl_zeroer.h" nogil:
+    size_t FL_ZERO_MIN_CHUNK
+    ctypedef struct fl_zeroer:
+        const void *token
+    int fl_zeroer_init(fl_zeroer *z)
+    void fl_zeroer_destroy(fl_zeroer *z)
+    int fl_zeroer_reserve(fl_zeroer *z, const void *token, int fd, size_t end, size_t need_end, size_t known,
+                          size_t limit, size_t chunk, size_t ahead, size_t *prepared)
+    void fl_zeroer_release(fl_zeroer *z, const void *token)
+    int fl_write_zeros(int fd, size_t off, size_t n)
+    size_t fl_zero_target(size_t need_end, size_t chunk, size_t limit)
+
+
 # One attached segment: the exported buffer of its mapping and the position of
 # every record in it.  The exported buffer is what keeps the mapping alive
 # (mmap.close() raises BufferError while an export exists).
@@ -64,7 +77,7 @@ cdef struct Segment:
     uint32_t seed         # chain seed of the first record
     uint32_t last_crc     # crc of the last record (seed when none)
     int fd                # >= 0: appends are written with pwrite to this file (see append)
-    size_t prepared       # [end, prepared) holds zeros this core wrote to fd (see append)
+    size_t prepared       # [end, prepared) holds zeros written to fd for appends (see append)
 
 
 # A batch entry gathered with the GIL held, so frames can be encoded without it.
@@ -99,6 +112,10 @@ cdef class LogCore:
     cdef size_t scratch_cap
     cdef uint8_t *wbuf        # append's frame buffer when segments are written with pwrite
     cdef size_t wbuf_cap
+    cdef fl_zeroer zeroer     # zero writes ahead of prepared appends (fl_zeroer.h)
+    cdef bint zeroer_ready    # zeroer initialised
+    cdef bint zeroer_used     # zeroer may be following a segment (release before pwrite appends)
+    cdef size_t zero_ahead    # how far the zeroer's thread may run ahead; 0: no thread
 
     cdef int _enter(self, str what) except -1
     cdef Py_ssize_t _pos(self, object pos) except -1

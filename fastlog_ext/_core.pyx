@@ -27,7 +27,6 @@ from libc.string cimport memcpy, memset
 from libc.errno cimport errno, EINTR, EIO
 from posix.types cimport off_t
 from posix.unistd cimport pwrite
-from posix.uio cimport iovec, pwritev
 
 cdef extern from *:
     """
@@ -94,12 +93,9 @@ cdef size_t _NOGIL_BYTES = 64 * 1024
 cdef size_t _INITIAL_SLOTS = 1024
 # Batches of frames up to this size may be stored through the mapping (see append).
 cdef size_t _SMALL_STORE = 4096
-# append(prepare=...) never zeroes less than this at a time.
-cdef size_t _PREPARE_MIN = 64 * 1024
-# The source of every zero write: small enough to stay in cache, repeated with pwritev.
-cdef size_t _ZERO_SRC = 64 * 1024
-cdef uint8_t _zero_src[64 * 1024]
-cdef int _ZERO_IOV = 32
+# How far the zeroer's thread may write zeros ahead of a prepared append (it
+# also stays within as much again as the segment holds; see fl_zeroer.h).
+cdef size_t _ZERO_AHEAD = 4 << 20
 
 _STATUS_NAMES = {
     FL_OK: "ok",
@@ -427,49 +423,6 @@ cdef int _pwrite_all(int fd, const uint8_t *data, size_t n, size_t off) noexcept
     return 0
 
 
-cdef int _write_zeros(int fd, size_t off, size_t n) noexcept nogil:
-    """Write n zero bytes at off; 0 or the errno of the failure."""
-    cdef iovec iov[32]
-    cdef int k, cnt
-    cdef size_t chunk, left
-    cdef ssize_t w
-    for k in range(_ZERO_IOV):
-        iov[k].iov_base = <void *>_zero_src
-    while n > 0:
-        left = n
-        cnt = 0
-        while left > 0 and cnt < _ZERO_IOV:
-            chunk = left if left < _ZERO_SRC else _ZERO_SRC
-            iov[cnt].iov_len = chunk
-            left -= chunk
-            cnt += 1
-        w = pwritev(fd, iov, cnt, <off_t>off)
-        if w < 0:
-            if errno == EINTR:
-                continue
-            return errno
-        if w == 0:
-            return EIO
-        off += <size_t>w
-        n -= <size_t>w
-    return 0
-
-
-cdef size_t _prepare_target(size_t data_end, size_t chunk, size_t limit) noexcept nogil:
-    """Where zeroing for a batch ending at ``data_end`` stops.
-
-    A multiple of the chunk, which is halved (down to _PREPARE_MIN) while it
-    exceeds ``data_end``: the start of a segment zeroes a little, so a flush
-    soon after writes few zeros; later writes zero whole aligned chunks, which
-    the page cache takes in large folios.
-    """
-    cdef size_t t
-    while chunk > _PREPARE_MIN and chunk > data_end:
-        chunk >>= 1
-    t = (data_end + chunk - 1) // chunk * chunk
-    return t if t < limit else limit
-
-
 cdef class LogCore:
     """Byte-level core of a segmented log (see fastlog._core_api.LogCore).
 
@@ -483,15 +436,26 @@ cdef class LogCore:
     visible only after it is complete.
     """
 
-    def __init__(self, max_payload, verify_reads=False):
+    def __cinit__(self, *args, **kwargs):
+        if fl_zeroer_init(&self.zeroer) != 0:
+            raise MemoryError()
+        self.zeroer_ready = True
+
+    def __init__(self, max_payload, verify_reads=False, zero_helper=True):
         mp = _as_int(max_payload, "max_payload")
         if mp < 0 or mp > FL_MAX_PAYLOAD:
             raise InvalidEntryError(f"max_payload must be in 0..{FL_MAX_PAYLOAD}, got {mp}")
         self._max_payload = <uint32_t>mp
         self._verify_reads = bool(verify_reads)
+        self.zero_ahead = _ZERO_AHEAD if zero_helper else 0
 
     def __dealloc__(self):
         cdef Py_ssize_t i
+        if self.zeroer_ready:
+            # Joins the helper thread first: it may be writing to a segment's file.
+            with nogil:
+                fl_zeroer_destroy(&self.zeroer)
+            self.zeroer_ready = False
         if self.segs != NULL:
             for i in range(self.nsegs):
                 _free_segment(self.segs[i])
@@ -777,8 +741,10 @@ cdef class LogCore:
         try:
             if self.nsegs == 0:
                 raise InvalidIndexError("no segment to drop")
+            seg = self.segs[self.nsegs - 1]
+            with nogil:
+                fl_zeroer_release(&self.zeroer, <void *>seg)  # its file may close next
             self.nsegs -= 1
-            seg = self.segs[self.nsegs]
             self.segs[self.nsegs] = NULL
             self.last_hit = 0
             _free_segment(seg)
@@ -794,6 +760,8 @@ cdef class LogCore:
             if self.nsegs == 0:
                 raise InvalidIndexError("no segment to drop")
             seg = self.segs[0]
+            with nogil:
+                fl_zeroer_release(&self.zeroer, <void *>seg)
             for i in range(1, self.nsegs):
                 self.segs[i - 1] = self.segs[i]
             self.nsegs -= 1
@@ -847,7 +815,7 @@ cdef class LogCore:
         cdef size_t total, fit, written = 0, end, need
         cdef uint32_t crc
         cdef int err = 0
-        cdef size_t mapped_v, prep_v = 0, target
+        cdef size_t mapped_v, prep_v = 0, prepared = 0
         cdef Segment *seg
         cdef void *p
         seq = _as_batch(entries)
@@ -891,18 +859,28 @@ cdef class LogCore:
             need = total if total < seg.size - seg.end else seg.size - seg.end
             if seg.prepared > mapped_v:
                 mapped_v = seg.prepared
-            if seg.fd >= 0 and prep_v and seg.end + need > mapped_v:
-                # Zero ahead, then store through the mapping (see the docstring).
+            if seg.fd >= 0 and prep_v and (seg.end + need > mapped_v or self.zero_ahead):
+                # Zeros ahead (the zeroer's thread mostly has them written
+                # already), then store through the mapping; see the docstring.
                 # The zeros go at and past the last record only: never over one.
-                target = _prepare_target(seg.end + need, prep_v, seg.size)
-                if mapped_v < seg.end:
-                    mapped_v = seg.end
-                with nogil:
-                    err = _write_zeros(seg.fd, mapped_v, target - mapped_v)
+                self.zeroer_used = True
+                if seg.end + need <= mapped_v:
+                    # Room already: only re-arms the thread, never waits on a write.
+                    err = fl_zeroer_reserve(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need, mapped_v,
+                                            seg.size, prep_v, self.zero_ahead, &prepared)
+                else:
+                    with nogil:
+                        err = fl_zeroer_reserve(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need,
+                                                mapped_v, seg.size, prep_v, self.zero_ahead, &prepared)
                 if err:
                     raise OSError(err, os.strerror(err))
-                seg.prepared = target
-                mapped_v = target
+                seg.prepared = prepared
+                mapped_v = prepared
+            elif self.zeroer_used:
+                # pwrite appends from now on: no zero write may be in flight under them.
+                with nogil:
+                    fl_zeroer_release(&self.zeroer, NULL)
+                self.zeroer_used = False
             if seg.fd >= 0 and not (seg.end + need <= mapped_v and (prep_v or need <= _SMALL_STORE)):
                 # Frames are built in a buffer and written with one pwrite: a
                 # buffered write into preallocated blocks costs the kernel far

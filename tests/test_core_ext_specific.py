@@ -431,25 +431,27 @@ def test_bad_arguments_raise_fastlog_errors(C):
 # appends to a file: pwrite, or zeros ahead then stores through the mapping
 
 
-def _file_core(C, tmp_path, name, size):
+def _file_core(C, tmp_path, name, size, helper=True):
     path = tmp_path / name
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     os.posix_fallocate(fd, 0, size)
     mm = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
-    core = C.LogCore(1 << 20)
+    core = C.LogCore(1 << 20, False, helper)
     core.load_segment(mm, 1, 0, DS, fresh=True, fd=fd)
     return core, mm, fd, path
 
 
+@pytest.mark.parametrize("helper", [True, False], ids=["helper-thread", "no-helper"])
 @pytest.mark.parametrize("seed", range(6))
-def test_prepared_appends_leave_the_same_file_as_pwrite(C, tmp_path, seed):
+def test_prepared_appends_leave_the_same_file_as_pwrite(C, tmp_path, seed, helper):
     """Zeroing ahead (``prepare``) changes how bytes reach the file, never which:
     across batch sizes, chunk boundaries, truncations and a full segment, the
-    file matches one written with pwrite only, byte for byte."""
+    file matches one written with pwrite only, byte for byte.  With the helper
+    thread zeroing concurrently, a zero written over a record would show here."""
     rng = random.Random(seed)
     size = (3 << 20) + rng.randrange(0, 1 << 16, 8)
     a, mm_a, fd_a, path_a = _file_core(C, tmp_path, "pwrite", size)
-    b, mm_b, fd_b, path_b = _file_core(C, tmp_path, "prepared", size)
+    b, mm_b, fd_b, path_b = _file_core(C, tmp_path, "prepared", size, helper)
     try:
         nxt = 1
         while True:
@@ -521,3 +523,51 @@ def test_prepare_reports_write_errors_and_writes_nothing(C, tmp_path):
         mm.close()
         os.close(rw)
         os.close(ro)
+
+
+def test_switching_to_pwrite_waits_for_zeros_in_flight(C, tmp_path):
+    """Prepared appends, then pwrite appends (a flushed log) into the same
+    segment: the helper's zeros never land on the pwritten records."""
+    size = 8 << 20
+    core, mm, fd, _ = _file_core(C, tmp_path, "seg", size)
+    try:
+        nxt = 1
+        for round_ in range(40):
+            prepare = 1 << 20 if round_ % 2 == 0 else 0
+            entries = [C.Entry(i, 1, bytes([i & 0xFF]) * 700) for i in range(nxt, nxt + 150)]
+            assert core.append(entries, 0, 0, prepare) == 150
+            nxt += 150
+        got = core.get_range(1, nxt - 1)
+        assert [e.payload for e in got] == [bytes([i & 0xFF]) * 700 for i in range(1, nxt)]
+        end = core.segment_info(0)[2]
+        assert os.pread(fd, size, 0)[:end] == bytes(mm[:end])
+    finally:
+        core.drop_last_segment()
+        mm.close()
+        os.close(fd)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_appends_without_the_parents_helper(C, tmp_path):
+    """The helper thread does not survive fork(); the child's core works alone."""
+    core, mm, fd, _ = _file_core(C, tmp_path, "seg", 4 << 20)
+    try:
+        assert core.append(batch(C, 1, 200, size=900), 0, 0, 1 << 20) == 200  # starts the helper
+        # A pwrite append stops the helper following the file, so it writes no
+        # zeros where the child is about to store records (they share the file).
+        assert core.append(batch(C, 201, 1), 0, 0, 0) == 1
+        pid = os.fork()
+        if pid == 0:  # the child: append, check, and leave without cleanup
+            ok = False
+            try:
+                ok = core.append(batch(C, 202, 3000, size=900), 0, 0, 1 << 20) == 3000
+                ok = ok and [e.index for e in core.get_range(1, 3201)] == list(range(1, 3202))
+            finally:
+                os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert core.append(batch(C, 202, 10), 0, 0, 1 << 20) == 10
+    finally:
+        core.drop_last_segment()
+        mm.close()
+        os.close(fd)

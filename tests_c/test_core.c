@@ -8,12 +8,17 @@
  * probe bounds are heap blocks of the exact size, so an over-read shows up
  * under AddressSanitizer (cmake -DFASTLOG_SANITIZE=ON).
  */
+#define _GNU_SOURCE
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "fastlog_core.h"
+#include "fl_zeroer.h"
 
 static int failures;
 
@@ -652,6 +657,114 @@ static void test_all_zero(void) {
     free(z);
 }
 
+/* ---- zeroer (fl_zeroer.h) --------------------------------------------------------- */
+
+static void test_zero_target(void) {
+    const size_t K = 1024, M = 1024 * 1024;
+    CHECK_EQ(fl_zero_target(4096 + 100, M, 64 * M), 64 * K); /* early: the smallest chunk */
+    CHECK_EQ(fl_zero_target(64 * K, M, 64 * M), 64 * K);    /* already a multiple */
+    CHECK_EQ(fl_zero_target(70 * K, M, 64 * M), 128 * K);   /* chunk halved to 64 KiB */
+    CHECK_EQ(fl_zero_target(300 * K, M, 64 * M), 512 * K);  /* 256 KiB chunk */
+    CHECK_EQ(fl_zero_target(M + 1, M, 64 * M), 2 * M);      /* full chunks later on */
+    CHECK_EQ(fl_zero_target(9 * M + 5, M, 64 * M), 10 * M);
+    CHECK_EQ(fl_zero_target(63 * M + 1, M, 63 * M + 100), 63 * M + 100); /* capped at the limit */
+    CHECK_EQ(fl_zero_target(SIZE_MAX - 3, M, SIZE_MAX), SIZE_MAX);     /* no wrap-around */
+    for (size_t need = 1; need < 5 * M; need += 4099) {
+        size_t t = fl_zero_target(need, M, 64 * M);
+        CHECK(t >= need);
+        CHECK(t - need < M);
+    }
+}
+
+/* A scratch file of `size` bytes filled with 0xEE, so written zeros show. */
+static int scratch_file(size_t size) {
+    char path[] = "/tmp/fastlog-zeroer-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        perror("mkstemp");
+        exit(2);
+    }
+    unlink(path);
+    uint8_t *fill = xmalloc(size);
+    memset(fill, 0xEE, size);
+    if (pwrite(fd, fill, size, 0) != (ssize_t)size) {
+        perror("pwrite");
+        exit(2);
+    }
+    free(fill);
+    return fd;
+}
+
+static size_t first_nonzero(int fd, size_t from, size_t to) {
+    uint8_t *buf = xmalloc(to - from + 1);
+    ssize_t got = pread(fd, buf, to - from, (off_t)from);
+    size_t i = 0;
+    while (got > 0 && i < (size_t)got && buf[i] == 0)
+        i++;
+    free(buf);
+    return from + i;
+}
+
+static void test_zeroer(void) {
+    const size_t M = 1024 * 1024, size = 12 * M;
+    int fd = scratch_file(size);
+    int token = 0;
+    fl_zeroer z;
+    CHECK_EQ(fl_zeroer_init(&z), 0);
+
+    /* Synchronous (no help): exactly up to the target, never below `end`. */
+    size_t prepared = 0;
+    CHECK_EQ(fl_zeroer_reserve(&z, &token, fd, 5000, 9000, 0, size, M, 0, &prepared), 0);
+    CHECK_EQ(prepared, 64 * 1024);
+    CHECK_EQ(first_nonzero(fd, 0, 5000), 0);        /* below end: untouched */
+    CHECK_EQ(first_nonzero(fd, 5000, size), 64 * 1024); /* zeros up to prepared only */
+
+    /* With help: the thread runs ahead, up to twice what the writer needs. */
+    CHECK_EQ(fl_zeroer_reserve(&z, &token, fd, 9000, 3 * M, 0, size, M, 4 * M, &prepared), 0);
+    CHECK(prepared >= 3 * M);
+    fl_zeroer_release(&z, &token); /* waits for the write in flight */
+    size_t reached = first_nonzero(fd, 5000, size);
+    CHECK(reached >= 3 * M);
+    CHECK(reached <= 7 * M); /* goal 6 MiB, plus at most one chunk */
+    CHECK_EQ(reached % (64 * 1024), 0);
+    /* Released: a new reserve starts from what the caller says, not from memory. */
+    CHECK_EQ(fl_zeroer_reserve(&z, &token, fd, reached, reached + 10, 0, size, M, 0, &prepared), 0);
+    CHECK(prepared >= reached + 10);
+
+    /* Many reserves racing the thread: zeros never land below the writer's end. */
+    int fd2 = scratch_file(size);
+    int token2 = 0;
+    size_t end = 4096;
+    while (end < size - 300000) {
+        size_t need = end + 1000 + (size_t)(rng_next() % 280000);
+        CHECK_EQ(fl_zeroer_reserve(&z, &token2, fd2, end, need, 0, size, M, 4 * M, &prepared), 0);
+        CHECK(prepared >= need);
+        uint8_t *rec = xmalloc(need - end);
+        memset(rec, 0xA5, need - end);
+        CHECK_EQ(pwrite(fd2, rec, need - end, (off_t)end), (ssize_t)(need - end));
+        free(rec);
+        end = need;
+    }
+    fl_zeroer_release(&z, NULL);
+    uint8_t *all = xmalloc(end);
+    CHECK_EQ(pread(fd2, all, end, 0), (ssize_t)end);
+    size_t bad = 0;
+    for (size_t i = 4096; i < end; i++)
+        bad += all[i] != 0xA5;
+    CHECK_EQ(bad, 0);
+    free(all);
+
+    /* A failed zero write is reported, and the caller stores nothing. */
+    int ro = open("/dev/null", O_RDONLY);
+    int token3 = 0;
+    CHECK(fl_zeroer_reserve(&z, &token3, ro, 0, 100, 0, size, M, 4 * M, &prepared) != 0);
+    close(ro);
+
+    fl_zeroer_destroy(&z);
+    close(fd);
+    close(fd2);
+}
+
 /* ---- driver ------------------------------------------------------------------ */
 
 struct test_case {
@@ -671,6 +784,8 @@ static const struct test_case cases[] = {
     {"scan_cap", test_scan_cap},
     {"scan_torn_tail", test_scan_torn_tail},
     {"all_zero", test_all_zero},
+    {"zero_target", test_zero_target},
+    {"zeroer", test_zeroer},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
