@@ -132,10 +132,16 @@ static void *zeroer_main(void *arg) {
 static void start_thread(fl_zeroer *z) {
     /* The helper takes no signals: they belong to the application's threads. */
     sigset_t all, old;
+    pthread_attr_t attr;
+    int have_attr = pthread_attr_init(&attr) == 0;
+    if (have_attr) /* it needs almost no stack; the default is megabytes of address space */
+        pthread_attr_setstacksize(&attr, (size_t)256 * 1024);
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int err = pthread_create(&z->thread, NULL, zeroer_main, z);
+    int err = pthread_create(&z->thread, have_attr ? &attr : NULL, zeroer_main, z);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (have_attr)
+        pthread_attr_destroy(&attr);
     z->started = err ? -1 : 1; /* -1: could not start; the writer zeroes alone */
 }
 
