@@ -807,7 +807,9 @@ cdef class LogCore:
         are then copied once, straight into those pages; measured here this is
         far cheaper than one ``pwrite`` of the frames into preallocated blocks.
         The zeros reach the disk with the next fsync, so a caller that syncs
-        often (and keeps synced zeros ahead itself) passes 0.
+        often (and keeps synced zeros ahead itself) passes 0.  Unless the core
+        was made with ``zero_helper=False``, a helper thread writes most of the
+        zeros ahead of time, on another core (fastlog_ext/fl_zeroer.h).
         """
         cdef uint64_t first, expected
         cdef Py_ssize_t n, st, i
