@@ -24,7 +24,7 @@ from cpython.tuple cimport PyTuple_CheckExact
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy, memset
-from libc.errno cimport errno, EINTR, EIO
+from libc.errno cimport errno, EINTR, EIO, ENXIO
 from posix.types cimport off_t
 from posix.unistd cimport pwrite
 
@@ -34,6 +34,12 @@ cdef extern from *:
     #define FL_PREFETCH(p) __builtin_prefetch((const void *)(p))
     """
     void FL_PREFETCH(const void *p) noexcept nogil
+
+cdef extern from "<unistd.h>" nogil:
+    off_t lseek(int fd, off_t offset, int whence)
+    enum:
+        SEEK_DATA
+        SEEK_HOLE
 
 import os
 from collections import namedtuple
@@ -423,6 +429,38 @@ cdef int _pwrite_all(int fd, const uint8_t *data, size_t n, size_t off) noexcept
     return 0
 
 
+cdef bint _tail_is_zero(const uint8_t *base, size_t off, size_t size, int fd) noexcept nogil:
+    """Whether base[off:size] is all zero bytes, reading as little of it as the file allows.
+
+    The unused end of a preallocated segment is mostly unwritten extents, which
+    read as zeros; reading them through the mapping would fill the page cache
+    with tens of MiB of zero pages.  With the file at hand, lseek(SEEK_DATA /
+    SEEK_HOLE) names the ranges that may hold data and only those are read.
+    A file system that cannot tell reports everything as data: then all is read.
+    """
+    cdef off_t d, h
+    cdef size_t pos = off
+    if fd < 0:
+        return fl_all_zero(base, off, size)
+    while pos < size:
+        d = lseek(fd, <off_t>pos, SEEK_DATA)
+        if d < 0:
+            if errno == ENXIO:
+                return True  # no data at or after pos
+            return fl_all_zero(base, pos, size)
+        if <size_t>d >= size:
+            return True
+        h = lseek(fd, d, SEEK_HOLE)
+        if h < 0 or <size_t>h > size:
+            h = <off_t>size
+        if h <= d:  # a confused answer: read the rest
+            return fl_all_zero(base, <size_t>d, size)
+        if not fl_all_zero(base, <size_t>d, <size_t>h):
+            return False
+        pos = <size_t>h
+    return True
+
+
 cdef class LogCore:
     """Byte-level core of a segmented log (see fastlog._core_api.LogCore).
 
@@ -721,7 +759,7 @@ cdef class LogCore:
             nonzero = False
             if not fresh:
                 with nogil:
-                    nonzero = not fl_all_zero(seg.base, off, seg.size)
+                    nonzero = not _tail_is_zero(seg.base, off, seg.size, seg.fd)
             seg.end = off
             seg.last_crc = sd
             self.segs[self.nsegs] = seg

@@ -571,3 +571,38 @@ def test_a_forked_child_appends_without_the_parents_helper(C, tmp_path):
         core.drop_last_segment()
         mm.close()
         os.close(fd)
+
+
+@pytest.mark.parametrize("layout", ["preallocated", "sparse", "written"])
+@pytest.mark.parametrize("stray", [None, "near", "far", "last"])
+def test_tail_check_with_the_file_finds_every_stray_byte(C, tmp_path, layout, stray):
+    """With the file at hand the tail check reads only ranges that may hold
+    data (SEEK_DATA / SEEK_HOLE); it must still see any non-zero byte."""
+    size = 4 << 20
+    path = tmp_path / "seg"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        if layout == "preallocated":
+            os.posix_fallocate(fd, 0, size)
+        elif layout == "sparse":
+            os.ftruncate(fd, size)
+        else:
+            os.pwrite(fd, bytes(size), 0)
+        mm = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
+        writer = C.LogCore(1 << 20)
+        writer.load_segment(mm, 1, 0, DS, fresh=True, fd=fd)
+        assert writer.append(batch(C, 1, 300, size=500)) == 300
+        end = writer.segment_info(0)[2]
+        writer.drop_last_segment()
+        where = {None: None, "near": end + 3, "far": (3 << 20) + 12345, "last": size - 1}[stray]
+        if where is not None:
+            os.pwrite(fd, b"\x01", where)
+        for probe_fd in (fd, -1):
+            reader = C.LogCore(1 << 20)
+            res = reader.load_segment(mm, 1, 0, DS, fd=probe_fd)
+            assert (res.count, res.end) == (300, end)
+            assert res.nonzero_after == (where is not None)
+            reader.drop_last_segment()
+        mm.close()
+    finally:
+        os.close(fd)
