@@ -376,7 +376,8 @@ class FileLogStore:
         else:
             # Replacing a suffix (or starting an empty log) may sync or delete files.
             await self._run_structural(log.append, entries)
-        await self._after_write()
+        if self._always:  # _after_write, inlined on the hottest path
+            await self._commit.wait_durable()
 
     async def replace_range(self, from_index: int, new_entries: Sequence[Any]) -> None:
         """Remove every index >= ``from_index`` and append ``new_entries``, atomically.
