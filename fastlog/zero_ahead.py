@@ -2,11 +2,12 @@
 
 A segment is preallocated with ``fallocate``, which gives it *unwritten*
 extents: the first fsync after data lands in such an extent must also commit
-the extent's conversion to "written" through the filesystem journal.  An
-append-only file written with plain ``write`` pays a similar journal commit for
-its size change, so fastlog would only match that raw loop.  Blocks that were
-already written (with zeros) and synced need no metadata at all on the next
-fsync: measured here, about 1.3x the raw loop's fsync rate.
+the extent's conversion to "written" (extent-tree metadata: a journal commit
+on a journaled ext4; the ext4 these figures come from has no journal and
+writes the metadata blocks directly).  An append-only file written with plain
+``write`` pays a similar metadata write for its size change, so fastlog would
+only match that raw loop.  Blocks that were already written (with zeros) and
+synced need no metadata at all on the next fsync: measured here, about 1.3x the raw loop's fsync rate.
 
 So once a log is being flushed, one daemon thread keeps a window of the active
 segment just past the write position written with zeros and synced, off the
