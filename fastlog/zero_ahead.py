@@ -7,7 +7,8 @@ on a journaled ext4; the ext4 these figures come from has no journal and
 writes the metadata blocks directly).  An append-only file written with plain
 ``write`` pays a similar metadata write for its size change, so fastlog would
 only match that raw loop.  Blocks that were already written (with zeros) and
-synced need no metadata at all on the next fsync: measured here, about 1.3x the raw loop's fsync rate.
+synced need no metadata at all on the next fsync: measured here, about 1.3x
+the raw loop's fsync rate.
 
 So once a log is being flushed, one daemon thread keeps a window of the active
 segment just past the write position written with zeros and synced, off the
