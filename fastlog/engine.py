@@ -376,8 +376,7 @@ class FileLogStore:
         else:
             # Replacing a suffix (or starting an empty log) may sync or delete files.
             await self._run_structural(log.append, entries)
-        if self._always:  # _after_write, inlined on the hottest path
-            await self._commit.wait_durable()
+        await self._after_write()
 
     async def replace_range(self, from_index: int, new_entries: Sequence[Any]) -> None:
         """Remove every index >= ``from_index`` and append ``new_entries``, atomically.

@@ -803,10 +803,10 @@ class Log:
                     self._durable_index = last
                 if targets:
                     self._prepare = 0
-                if targets and self._zero_ahead_window and self._segments:
-                    if self._zero_ahead is None:
-                        self._zero_ahead = ZeroAhead(self._zero_ahead_window)
-                    self._zero_ahead.after_flush(self._segments[-1])
+                    if self._zero_ahead_window and self._segments:
+                        if self._zero_ahead is None:
+                            self._zero_ahead = ZeroAhead(self._zero_ahead_window)
+                        self._zero_ahead.after_flush(self._segments[-1])
                 return self._durable_index
 
     def verify(self) -> List[CorruptionError]:

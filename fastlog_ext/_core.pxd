@@ -46,7 +46,6 @@ cdef extern from "fastlog_core.h" nogil:
 
 
 cdef extern from "fl_zeroer.h" nogil:
-    size_t FL_ZERO_MIN_CHUNK
     ctypedef struct fl_zeroer:
         const void *token
     int fl_zeroer_init(fl_zeroer *z)
@@ -54,8 +53,6 @@ cdef extern from "fl_zeroer.h" nogil:
     int fl_zeroer_reserve(fl_zeroer *z, const void *token, int fd, size_t end, size_t need_end, size_t known,
                           size_t limit, size_t chunk, size_t ahead, size_t *prepared)
     void fl_zeroer_release(fl_zeroer *z, const void *token)
-    int fl_write_zeros(int fd, size_t off, size_t n)
-    size_t fl_zero_target(size_t need_end, size_t chunk, size_t limit)
 
 
 # One attached segment: the exported buffer of its mapping and the position of
@@ -114,7 +111,6 @@ cdef class LogCore:
     cdef size_t wbuf_cap
     cdef fl_zeroer zeroer     # zero writes ahead of prepared appends (fl_zeroer.h)
     cdef bint zeroer_ready    # zeroer initialised
-    cdef bint zeroer_used     # zeroer may be following a segment (release before pwrite appends)
     cdef size_t zero_ahead    # how far the zeroer's thread may run ahead; 0: no thread
 
     cdef int _enter(self, str what) except -1

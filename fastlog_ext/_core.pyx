@@ -903,7 +903,6 @@ cdef class LogCore:
                 # Zeros ahead (the zeroer's thread mostly has them written
                 # already), then store through the mapping; see the docstring.
                 # The zeros go at and past the last record only: never over one.
-                self.zeroer_used = True
                 if seg.end + need <= mapped_v:
                     # Room already: only re-arms the thread, never waits on a write.
                     err = fl_zeroer_reserve(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need, mapped_v,
@@ -916,11 +915,11 @@ cdef class LogCore:
                     raise OSError(err, os.strerror(err))
                 seg.prepared = prepared
                 mapped_v = prepared
-            elif self.zeroer_used:
-                # pwrite appends from now on: no zero write may be in flight under them.
+            elif self.zeroer.token != NULL:
+                # pwrite appends from now on: no zero write may be in flight under
+                # them.  (Only appends set the token, under the busy guard.)
                 with nogil:
                     fl_zeroer_release(&self.zeroer, NULL)
-                self.zeroer_used = False
             if seg.fd >= 0 and not (seg.end + need <= mapped_v and (prep_v or need <= _SMALL_STORE)):
                 # Frames are built in a buffer and written with one pwrite: a
                 # buffered write into preallocated blocks costs the kernel far

@@ -7,12 +7,14 @@ C Entry type, and bounds checks on damaged mappings.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
-import os
-import random
 import mmap
+import os
 import pickle
+import random
 import threading
+import types
 
 import pytest
 
@@ -431,14 +433,29 @@ def test_bad_arguments_raise_fastlog_errors(C):
 # appends to a file: pwrite, or zeros ahead then stores through the mapping
 
 
-def _file_core(C, tmp_path, name, size, helper=True):
-    path = tmp_path / name
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-    os.posix_fallocate(fd, 0, size)
-    mm = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
+@contextlib.contextmanager
+def file_core(C, tmp_path, name, size, helper=True, layout="preallocated"):
+    """A core with one fresh segment backed by a real file (appends reach it
+    with pwrite or, when prepared, through the mapping); cleaned up after."""
+    fd = os.open(tmp_path / name, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    mm = None
     core = C.LogCore(1 << 20, False, helper)
-    core.load_segment(mm, 1, 0, DS, fresh=True, fd=fd)
-    return core, mm, fd, path
+    try:
+        if layout == "preallocated":
+            os.posix_fallocate(fd, 0, size)
+        elif layout == "sparse":
+            os.ftruncate(fd, size)
+        else:
+            os.pwrite(fd, bytes(size), 0)
+        mm = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
+        core.load_segment(mm, 1, 0, DS, fresh=True, fd=fd)
+        yield types.SimpleNamespace(core=core, mm=mm, fd=fd)
+    finally:
+        while core.segment_count():
+            core.drop_last_segment()
+        if mm is not None:
+            mm.close()
+        os.close(fd)
 
 
 @pytest.mark.parametrize("helper", [True, False], ids=["helper-thread", "no-helper"])
@@ -450,9 +467,8 @@ def test_prepared_appends_leave_the_same_file_as_pwrite(C, tmp_path, seed, helpe
     thread zeroing concurrently, a zero written over a record would show here."""
     rng = random.Random(seed)
     size = (3 << 20) + rng.randrange(0, 1 << 16, 8)
-    a, mm_a, fd_a, path_a = _file_core(C, tmp_path, "pwrite", size)
-    b, mm_b, fd_b, path_b = _file_core(C, tmp_path, "prepared", size, helper)
-    try:
+    with file_core(C, tmp_path, "pwrite", size) as fa, file_core(C, tmp_path, "prepared", size, helper) as fb:
+        a, b = fa.core, fb.core
         nxt = 1
         while True:
             if rng.random() < 0.1 and nxt > 2:
@@ -472,65 +488,51 @@ def test_prepared_appends_leave_the_same_file_as_pwrite(C, tmp_path, seed, helpe
             if got_a < n:
                 break  # the segment is full
         assert a.segment_info(0) == b.segment_info(0)
-        assert os.pread(fd_a, size, 0) == os.pread(fd_b, size, 0)
-        assert bytes(mm_b) == os.pread(fd_b, size, 0)
-    finally:
-        for core, mm, fd in ((a, mm_a, fd_a), (b, mm_b, fd_b)):
-            core.drop_last_segment()
-            mm.close()
-            os.close(fd)
+        assert os.pread(fa.fd, size, 0) == os.pread(fb.fd, size, 0)
+        assert bytes(fb.mm) == os.pread(fb.fd, size, 0)
 
 
 def test_prepare_never_zeroes_over_records(C, tmp_path):
     """Zero-ahead that starts below the end (a stale hint) still begins at the end."""
-    core, mm, fd, _ = _file_core(C, tmp_path, "seg", 1 << 20)
-    try:
+    with file_core(C, tmp_path, "seg", 1 << 20) as f:
+        core, mm = f.core, f.mm
         first = batch(C, 1, 50)
         assert core.append(first, 0, 0, 1 << 16) == 50
         end = core.segment_info(0)[2]
         before = bytes(mm[:end])
         # Reattached, the core knows nothing of its earlier zeros: only the hint.
         core.drop_last_segment()
-        assert core.load_segment(mm, 1, 0, DS, fd=fd).count == 50
+        assert core.load_segment(mm, 1, 0, DS, fd=f.fd).count == 50
         assert core.append(batch(C, 51, 10, size=3000), 0, DS, 1 << 16) == 10
         assert bytes(mm[:end]) == before
         assert [e.payload for e in core.get_range(1, 50)] == [e.payload for e in first]
-    finally:
-        core.drop_last_segment()
-        mm.close()
-        os.close(fd)
 
 
 def test_prepare_reports_write_errors_and_writes_nothing(C, tmp_path):
     """A zero write that fails (here: a read-only descriptor) raises OSError
     before any record is stored."""
-    path = tmp_path / "seg"
-    with open(path, "wb") as f:
-        f.truncate(1 << 20)
-    rw = os.open(path, os.O_RDWR)
-    ro = os.open(path, os.O_RDONLY)
-    mm = mmap.mmap(rw, 1 << 20, access=mmap.ACCESS_WRITE)
-    core = C.LogCore(1 << 20)
-    core.load_segment(mm, 1, 0, DS, fresh=True, fd=ro)
-    try:
-        with pytest.raises(OSError):
-            core.append(batch(C, 1, 5), 0, 0, 1 << 16)
-        assert core.last_index() == 0
-        assert bytes(mm[DS:DS + 4096]) == bytes(4096)
-        assert core.busy == 0
-    finally:
+    with file_core(C, tmp_path, "seg", 1 << 20) as f:
+        core = f.core
         core.drop_last_segment()
-        mm.close()
-        os.close(rw)
-        os.close(ro)
+        ro = os.open(tmp_path / "seg", os.O_RDONLY)
+        try:
+            core.load_segment(f.mm, 1, 0, DS, fresh=True, fd=ro)
+            with pytest.raises(OSError):
+                core.append(batch(C, 1, 5), 0, 0, 1 << 16)
+            assert core.last_index() == 0
+            assert bytes(f.mm[DS:DS + 4096]) == bytes(4096)
+            assert core.busy == 0
+            core.drop_last_segment()
+        finally:
+            os.close(ro)
 
 
 def test_switching_to_pwrite_waits_for_zeros_in_flight(C, tmp_path):
     """Prepared appends, then pwrite appends (a flushed log) into the same
     segment: the helper's zeros never land on the pwritten records."""
     size = 8 << 20
-    core, mm, fd, _ = _file_core(C, tmp_path, "seg", size)
-    try:
+    with file_core(C, tmp_path, "seg", size) as f:
+        core = f.core
         nxt = 1
         for round_ in range(40):
             prepare = 1 << 20 if round_ % 2 == 0 else 0
@@ -540,18 +542,14 @@ def test_switching_to_pwrite_waits_for_zeros_in_flight(C, tmp_path):
         got = core.get_range(1, nxt - 1)
         assert [e.payload for e in got] == [bytes([i & 0xFF]) * 700 for i in range(1, nxt)]
         end = core.segment_info(0)[2]
-        assert os.pread(fd, size, 0)[:end] == bytes(mm[:end])
-    finally:
-        core.drop_last_segment()
-        mm.close()
-        os.close(fd)
+        assert os.pread(f.fd, size, 0)[:end] == bytes(f.mm[:end])
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_appends_without_the_parents_helper(C, tmp_path):
     """The helper thread does not survive fork(); the child's core works alone."""
-    core, mm, fd, _ = _file_core(C, tmp_path, "seg", 4 << 20)
-    try:
+    with file_core(C, tmp_path, "seg", 4 << 20) as f:
+        core = f.core
         assert core.append(batch(C, 1, 200, size=900), 0, 0, 1 << 20) == 200  # starts the helper
         # A pwrite append stops the helper following the file, so it writes no
         # zeros where the child is about to store records (they share the file).
@@ -567,10 +565,6 @@ def test_a_forked_child_appends_without_the_parents_helper(C, tmp_path):
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         assert core.append(batch(C, 202, 10), 0, 0, 1 << 20) == 10
-    finally:
-        core.drop_last_segment()
-        mm.close()
-        os.close(fd)
 
 
 @pytest.mark.parametrize("layout", ["preallocated", "sparse", "written"])
@@ -579,30 +573,17 @@ def test_tail_check_with_the_file_finds_every_stray_byte(C, tmp_path, layout, st
     """With the file at hand the tail check reads only ranges that may hold
     data (SEEK_DATA / SEEK_HOLE); it must still see any non-zero byte."""
     size = 4 << 20
-    path = tmp_path / "seg"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        if layout == "preallocated":
-            os.posix_fallocate(fd, 0, size)
-        elif layout == "sparse":
-            os.ftruncate(fd, size)
-        else:
-            os.pwrite(fd, bytes(size), 0)
-        mm = mmap.mmap(fd, size, access=mmap.ACCESS_WRITE)
-        writer = C.LogCore(1 << 20)
-        writer.load_segment(mm, 1, 0, DS, fresh=True, fd=fd)
+    with file_core(C, tmp_path, "seg", size, layout=layout) as f:
+        writer = f.core
         assert writer.append(batch(C, 1, 300, size=500)) == 300
         end = writer.segment_info(0)[2]
         writer.drop_last_segment()
         where = {None: None, "near": end + 3, "far": (3 << 20) + 12345, "last": size - 1}[stray]
         if where is not None:
-            os.pwrite(fd, b"\x01", where)
-        for probe_fd in (fd, -1):
+            os.pwrite(f.fd, b"\x01", where)
+        for probe_fd in (f.fd, -1):
             reader = C.LogCore(1 << 20)
-            res = reader.load_segment(mm, 1, 0, DS, fd=probe_fd)
+            res = reader.load_segment(f.mm, 1, 0, DS, fd=probe_fd)
             assert (res.count, res.end) == (300, end)
             assert res.nonzero_after == (where is not None)
             reader.drop_last_segment()
-        mm.close()
-    finally:
-        os.close(fd)
