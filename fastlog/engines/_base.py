@@ -26,7 +26,7 @@ import threading
 from collections.abc import Sequence as _SequenceABC
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Type
 
-from .._types import MAX_INDEX, HardState, LogId, PyEntry, VotedFor
+from .._types import MAX_INDEX, EntryKind, HardState, LogId, PyEntry, VotedFor
 from ..errors import (
     ClosedError,
     CorruptionError,
@@ -40,6 +40,7 @@ from ..errors import (
 __all__ = [
     "DEFAULT_MAX_ENTRY_SIZE",
     "KEY",
+    "KINDS",
     "VALUE_HEADER",
     "BaseEngine",
     "BaseLogStore",
@@ -48,6 +49,7 @@ __all__ = [
     "check_batch",
     "check_index",
     "decode_boundary",
+    "decode_value",
     "decode_hard_state",
     "encode_boundary",
     "encode_hard_state",
@@ -59,8 +61,11 @@ __all__ = [
 #: Same default limit as :class:`fastlog.log.Log`, so every engine refuses the same input.
 DEFAULT_MAX_ENTRY_SIZE = 16 << 20
 
+# Key-value engines store an entry as KEY.pack(index) -> VALUE_HEADER.pack(term, kind) + payload.
 KEY = struct.Struct(">Q")
 VALUE_HEADER = struct.Struct("<QB")
+#: EntryKind by its stored number.
+KINDS = tuple(EntryKind)
 _BOUNDARY = struct.Struct("<QQ")
 _HARD_STATE = struct.Struct("<QBQQB")
 
@@ -81,6 +86,12 @@ def entry_class() -> Type[Any]:
         _entry_cls = cls
         _entry_types = (cls,) if cls is PyEntry else (cls, PyEntry)
     return _entry_cls
+
+
+def decode_value(index: int, value: bytes) -> Any:
+    """The entry at ``index`` from a key-value engine's stored value (see KEY)."""
+    term, kind = VALUE_HEADER.unpack_from(value)
+    return entry_class()(index, term, value[VALUE_HEADER.size :], KINDS[kind])
 
 
 def convert_entry(entry: Any) -> Any:

@@ -22,15 +22,17 @@ from typing import Any, List, Optional
 
 import plyvel
 
-from .._types import EntryKind, LogId
+from .._types import LogId
 from ._base import (
     DEFAULT_MAX_ENTRY_SIZE,
     KEY,
+    KINDS,
     VALUE_HEADER,
     BaseEngine,
     BaseLogStore,
     BaseMetaStore,
     decode_boundary,
+    decode_value,
     encode_boundary,
     entry_class,
     prepare_directory,
@@ -38,7 +40,6 @@ from ._base import (
 
 __all__ = ["LevelEngine", "open_leveldb"]
 
-_KINDS = tuple(EntryKind)
 _LOG = b"L"
 _LOG_END = b"M"  # first key after every log key
 _BOUNDARY_KEY = b"Mpurge_boundary"
@@ -96,11 +97,10 @@ class LevelLogStore(BaseLogStore):
         value = self._db.get(_LOG + KEY.pack(index))
         if value is None:
             return None
-        term, kind = VALUE_HEADER.unpack_from(value)
-        return entry_class()(index, term, value[9:], _KINDS[kind])
+        return decode_value(index, value)
 
     def _read_range(self, start: int, end: int) -> List[Any]:
-        cls, kinds, unpack, unpack_key = entry_class(), _KINDS, VALUE_HEADER.unpack_from, KEY.unpack_from
+        cls, kinds, unpack, unpack_key = entry_class(), KINDS, VALUE_HEADER.unpack_from, KEY.unpack_from
         out: List[Any] = []
         append = out.append
         for key, value in self._db.iterator(start=_key(start), stop=_key(end), include_stop=True):

@@ -27,16 +27,18 @@ from typing import Any, Callable, List, Optional
 
 import lmdb as _lmdb
 
-from .._types import EntryKind, LogId
+from .._types import LogId
 from ..errors import FastlogError
 from ._base import (
     DEFAULT_MAX_ENTRY_SIZE,
     KEY,
+    KINDS,
     VALUE_HEADER,
     BaseEngine,
     BaseLogStore,
     BaseMetaStore,
     decode_boundary,
+    decode_value,
     encode_boundary,
     entry_class,
     prepare_directory,
@@ -44,7 +46,6 @@ from ._base import (
 
 __all__ = ["LmdbEngine", "open_lmdb"]
 
-_KINDS = tuple(EntryKind)
 _BOUNDARY_KEY = b"purge_boundary"
 _HARD_STATE_KEY = b"hard_state"
 DEFAULT_MAP_SIZE = 1 << 34  # 16 GiB of address space; the file only grows as data is written
@@ -124,11 +125,10 @@ class LmdbLogStore(BaseLogStore):
             value = txn.get(KEY.pack(index))
         if value is None:
             return None
-        term, kind = VALUE_HEADER.unpack_from(value)
-        return entry_class()(index, term, value[9:], _KINDS[kind])
+        return decode_value(index, value)
 
     def _read_range(self, start: int, end: int) -> List[Any]:
-        cls, kinds, unpack, unpack_key = entry_class(), _KINDS, VALUE_HEADER.unpack_from, KEY.unpack
+        cls, kinds, unpack, unpack_key = entry_class(), KINDS, VALUE_HEADER.unpack_from, KEY.unpack
         out: List[Any] = []
         append = out.append
         stop = KEY.pack(end)

@@ -23,15 +23,17 @@ from typing import Any, List, Optional
 
 from rocksdict import Options, ReadOptions, Rdict, WriteBatch, WriteOptions
 
-from .._types import EntryKind, LogId
+from .._types import LogId
 from ._base import (
     DEFAULT_MAX_ENTRY_SIZE,
     KEY,
+    KINDS,
     VALUE_HEADER,
     BaseEngine,
     BaseLogStore,
     BaseMetaStore,
     decode_boundary,
+    decode_value,
     encode_boundary,
     entry_class,
     prepare_directory,
@@ -39,7 +41,6 @@ from ._base import (
 
 __all__ = ["RocksEngine", "open_rocksdb"]
 
-_KINDS = tuple(EntryKind)
 _BOUNDARY_KEY = b"purge_boundary"
 _HARD_STATE_KEY = b"hard_state"
 _LOG_CF = "log"
@@ -109,13 +110,12 @@ class RocksLogStore(BaseLogStore):
         value = self._log.get(KEY.pack(index))
         if value is None:
             return None
-        term, kind = VALUE_HEADER.unpack_from(value)
-        return entry_class()(index, term, value[9:], _KINDS[kind])
+        return decode_value(index, value)
 
     def _read_range(self, start: int, end: int) -> List[Any]:
         opt = ReadOptions()
         opt.set_iterate_upper_bound(KEY.pack(end) + b"\x00")
-        cls, kinds, unpack, unpack_key = entry_class(), _KINDS, VALUE_HEADER.unpack_from, KEY.unpack
+        cls, kinds, unpack, unpack_key = entry_class(), KINDS, VALUE_HEADER.unpack_from, KEY.unpack
         out: List[Any] = []
         append = out.append
         for key, value in self._log.items(from_key=KEY.pack(start), read_opt=opt):

@@ -30,10 +30,11 @@ import sqlite3
 import threading
 from typing import Any, List, Optional
 
-from .._types import EntryKind, LogId
+from .._types import LogId
 from ..errors import FastlogError
 from ._base import (
     DEFAULT_MAX_ENTRY_SIZE,
+    KINDS,
     BaseEngine,
     BaseLogStore,
     BaseMetaStore,
@@ -49,7 +50,6 @@ DB_FILE = "log.sqlite3"
 _OFFSET = 1 << 63
 _I64_MAX = (1 << 63) - 1
 _U64 = 1 << 64
-_KINDS = tuple(EntryKind)
 _BOUNDARY_KEY = "purge_boundary"
 _HARD_STATE_KEY = "hard_state"
 
@@ -133,13 +133,13 @@ class SqliteLogStore(BaseLogStore):
         if row is None:
             return None
         term, kind, payload = row
-        return entry_class()(index, term if term >= 0 else term + _U64, payload, _KINDS[kind])
+        return entry_class()(index, term if term >= 0 else term + _U64, payload, KINDS[kind])
 
     def _read_range(self, start: int, end: int) -> List[Any]:
         off = _OFFSET
         rows = self._conn.execute(_SELECT_RANGE, (start - off, end - off)).fetchall()
         cls = entry_class()
-        kinds = _KINDS
+        kinds = KINDS
         return [cls(i + off, t if t >= 0 else t + _U64, p, kinds[k]) for i, t, k, p in rows]
 
     # -- durability -------------------------------------------------------------
