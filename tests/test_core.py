@@ -34,6 +34,7 @@ from fastlog.errors import (
     InvalidEntryError,
     InvalidIndexError,
 )
+from reference_crc import ref_crc32c
 
 SIZE = 4096  # test segment buffer size
 DS = 64  # data start used by most tests (the real format uses 4096)
@@ -45,16 +46,6 @@ U64_MAX = (1 << 64) - 1
 # ---------------------------------------------------------------------------
 # Independent reference encoder
 # ---------------------------------------------------------------------------
-
-
-def ref_crc32c(data: bytes, seed: int = 0) -> int:
-    """Bit-at-a-time CRC-32C: slow, obviously right."""
-    crc = seed ^ 0xFFFFFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
-    return crc ^ 0xFFFFFFFF
 
 
 def frame(seed: int, index: int, term: int, kind: int, payload: bytes, *, reserved: bytes = bytes(7),

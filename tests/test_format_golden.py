@@ -23,6 +23,7 @@ import pytest
 
 from fastlog._core_api import FL_ERR_ZERO, FL_OK, FORMAT_VERSION, SEG_DATA_START, SEG_HEADER_SIZE, SEG_MAGIC
 from fastlog._types import EntryKind
+from reference_crc import ref_crc32c
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SEGMENT_FILE = GOLDEN / "segment_v1.seg"
@@ -45,15 +46,6 @@ ENTRIES = [
 
 # Segment header fields (docs/format.md, "Segment header"): bytes 0..60, then a CRC.
 _SEG_HEADER_BODY = struct.Struct("<8sIIQQIIQ12s")
-
-
-def ref_crc32c(data: bytes, seed: int = 0) -> int:
-    crc = seed ^ 0xFFFFFFFF
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
-    return crc ^ 0xFFFFFFFF
 
 
 def build_segment_header(*, generation: int, first_index: int, prev_crc: int, synced_end: int,
