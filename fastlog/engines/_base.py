@@ -49,7 +49,6 @@ __all__ = [
     "check_batch",
     "check_index",
     "decode_boundary",
-    "decode_value",
     "decode_hard_state",
     "encode_boundary",
     "encode_hard_state",
@@ -86,12 +85,6 @@ def entry_class() -> Type[Any]:
         _entry_cls = cls
         _entry_types = (cls,) if cls is PyEntry else (cls, PyEntry)
     return _entry_cls
-
-
-def decode_value(index: int, value: bytes) -> Any:
-    """The entry at ``index`` from a key-value engine's stored value (see KEY)."""
-    term, kind = VALUE_HEADER.unpack_from(value)
-    return entry_class()(index, term, value[VALUE_HEADER.size :], KINDS[kind])
 
 
 def convert_entry(entry: Any) -> Any:

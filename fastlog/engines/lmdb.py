@@ -38,7 +38,6 @@ from ._base import (
     BaseLogStore,
     BaseMetaStore,
     decode_boundary,
-    decode_value,
     encode_boundary,
     entry_class,
     prepare_directory,
@@ -125,7 +124,8 @@ class LmdbLogStore(BaseLogStore):
             value = txn.get(KEY.pack(index))
         if value is None:
             return None
-        return decode_value(index, value)
+        term, kind = VALUE_HEADER.unpack_from(value)
+        return entry_class()(index, term, value[9:], KINDS[kind])
 
     def _read_range(self, start: int, end: int) -> List[Any]:
         cls, kinds, unpack, unpack_key = entry_class(), KINDS, VALUE_HEADER.unpack_from, KEY.unpack

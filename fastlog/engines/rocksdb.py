@@ -33,7 +33,6 @@ from ._base import (
     BaseLogStore,
     BaseMetaStore,
     decode_boundary,
-    decode_value,
     encode_boundary,
     entry_class,
     prepare_directory,
@@ -110,7 +109,8 @@ class RocksLogStore(BaseLogStore):
         value = self._log.get(KEY.pack(index))
         if value is None:
             return None
-        return decode_value(index, value)
+        term, kind = VALUE_HEADER.unpack_from(value)
+        return entry_class()(index, term, value[9:], KINDS[kind])
 
     def _read_range(self, start: int, end: int) -> List[Any]:
         opt = ReadOptions()
