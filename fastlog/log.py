@@ -24,7 +24,7 @@ from types import ModuleType
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import _osio
-from ._core_api import FL_ERR_ZERO, REC_HEADER_SIZE, SEG_DATA_START
+from ._core_api import REC_HEADER_SIZE, SEG_DATA_START
 from ._impl import load_core
 from ._types import LogId
 from .errors import (
@@ -39,14 +39,9 @@ from .errors import (
     StorageFullError,
 )
 from .zero_ahead import ZeroAhead
-from .segment import (
-    Segment,
-    SegmentHeader,
-    decode_segment_header,
-    encode_segment_header,
-    parse_segment_name,
-    segment_name,
-)
+from .recovery import recover
+from .recovery import scan_message as _scan_message
+from .segment import Segment, SegmentHeader, encode_segment_header, segment_name
 from .smallfile import RECORD_LOG_STATE, read_small_file, write_small_file
 
 __all__ = ["Log", "DEFAULT_SEGMENT_SIZE", "DEFAULT_MAX_ENTRY_SIZE"]
@@ -58,7 +53,6 @@ _PAGE = 4096
 STATE_FILE = "STATE"
 LOCK_FILE = "LOCK"
 _STATE_BODY = struct.Struct("<QBQQQ")  # generation, has_purge, purge index, purge term, reserved
-_ZERO_CHUNK = 1 << 16
 # Until a log is first flushed, appends zero the file ahead of themselves in
 # aligned chunks of up to this size and store their frames through the mapping
 # (LogCore.append's ``prepare``); a flushed log leaves that to zero-ahead.
@@ -162,7 +156,7 @@ class Log:
         self._take_lock()
         try:
             self._load_state()
-            self._recover()
+            recover(self)
         except BaseException:
             self._release_all()
             raise
@@ -203,30 +197,6 @@ class Log:
         body = _STATE_BODY.pack(self._generation, 1 if b else 0, b.index if b else 0, b.term if b else 0, 0)
         write_small_file(self._path, STATE_FILE, RECORD_LOG_STATE, body)
 
-    def _list_segment_files(self) -> List[tuple]:
-        found = []
-        for name in os.listdir(self._path):
-            if name.endswith(".tmp") and not self._read_only:
-                try:
-                    os.unlink(os.path.join(self._path, name))
-                except FileNotFoundError:
-                    pass
-                continue
-            first = parse_segment_name(name)
-            if first is not None:
-                found.append((first, os.path.join(self._path, name)))
-        found.sort()
-        return found
-
-    def _read_header(self, path: str) -> Optional[SegmentHeader]:
-        """The verified header, or None when the header is all zero (or the file is
-        shorter than a header and all zero: created, but not yet preallocated)."""
-        with open(path, "rb") as f:
-            raw = f.read(64)
-        if raw == bytes(len(raw)):
-            return None
-        return decode_segment_header(raw, self._crc32c, path)
-
     def _remove_file(self, path: str) -> None:
         if self._read_only:
             return
@@ -235,128 +205,6 @@ class Log:
         except FileNotFoundError:
             pass
         self._dir_dirty = True
-
-    def _recover(self) -> None:
-        files = self._list_segment_files()
-        headers: List[tuple] = []
-        stale: List[str] = []
-        for i, (first, path) in enumerate(files):
-            hdr = self._read_header(path)
-            if hdr is None:
-                # Crashed while this segment was being created: its header never
-                # reached the disk, so neither did anything after it -- unless a
-                # later segment claims durable data.
-                for _, later_path in files[i + 1 :]:
-                    later = self._read_header(later_path)
-                    if later is not None and later.generation >= self._generation and later.synced_end > later.data_start:
-                        raise CorruptionError("segment header is zero but later segments hold durable data", path, 0)
-                stale.extend(p for _, p in files[i:])
-                break
-            if hdr.generation < self._generation:
-                stale.append(path)  # left over from a reset
-                continue
-            if hdr.generation > self._generation:
-                raise CorruptionError(
-                    f"segment generation {hdr.generation} is newer than the log's {self._generation}", path, 16
-                )
-            if hdr.first_index != first:
-                raise CorruptionError(f"header first index {hdr.first_index} does not match the file name", path, 24)
-            headers.append((hdr, path))
-        for path in reversed(stale):
-            self._remove_file(path)
-
-        # Whole segments at or below the purge boundary are leftovers of a purge.
-        if self._boundary is not None:
-            limit = self._boundary.index
-            while len(headers) > 1 and headers[1][0].first_index <= limit + 1:
-                self._remove_file(headers.pop(0)[1])
-
-        for i, (hdr, path) in enumerate(headers):
-            if self._segments:
-                first, count, end, last_crc = self._core.segment_info(-1)
-                if hdr.first_index != first + count or hdr.prev_crc != last_crc:
-                    # The chain breaks here: what follows was never made durable.
-                    self._cut_after(headers[i:], self._segments[-1].path, end)
-                    break
-            seg = self._open_segment(path, hdr)
-            res = self._core.load_segment(
-                seg.mm, hdr.first_index, hdr.prev_crc, hdr.data_start, fd=-1 if self._read_only else seg.fd
-            )
-            seg.write_end = res.end
-            self._segments.append(seg)
-            clean = res.status == FL_ERR_ZERO and not res.nonzero_after
-            if res.end < hdr.synced_end:
-                self._damage(CorruptionError(_scan_message(res.status, "durable data is damaged"), path, res.end))
-                break
-            if not clean:
-                # A torn write in data that was never synced: cut it (and all after it).
-                self._cut_after(headers[i + 1 :], path, res.end)
-                if not self._read_only:
-                    self._zero_tail(seg, len(self._segments) - 1, res.end)
-                break
-
-        if self._boundary is not None:
-            self._core.set_floor(self._boundary.index + 1)
-            # The first segment may now hold only purged entries.
-            while self._segments:
-                first, count, _, _ = self._core.segment_info(0)
-                if count and first + count - 1 > self._boundary.index:
-                    break
-                if len(self._segments) == 1 and not count:
-                    break
-                self._drop_first()
-        if self._segments and self._core.first_index() == 0:
-            # Nothing readable is left: an empty log starts afresh at any index.
-            self._drop_all()
-        if self._dir_dirty and not self._read_only:
-            _osio.fsync_dir(self._path)
-            self._dir_dirty = False
-        self._durable_index = self._last_stored()
-
-    def _damage(self, err: CorruptionError) -> None:
-        if self._stop_at_damage:
-            self.damage = err
-            return
-        raise err
-
-    def _cut_after(self, later: Sequence[tuple], path: str, offset: int) -> None:
-        """Drop the segments in ``later`` (never durable) -- unless one claims durable data."""
-        for hdr, _ in later:
-            if hdr.synced_end > hdr.data_start:
-                self._damage(
-                    CorruptionError("the log breaks off here but a later segment holds durable data", path, offset)
-                )
-                return
-        for _, later_path in reversed(later):
-            self._remove_file(later_path)
-        if later and not self._read_only:
-            _osio.fsync_dir(self._path)
-            self._dir_dirty = False
-
-    def _zero_tail(self, seg: Segment, pos: int, start: int) -> None:
-        """Zero every non-zero chunk from ``start`` to the end of the segment, then sync."""
-        mm = seg.mm
-        off = start
-        while off < seg.size:
-            end = min(seg.size, (off // _ZERO_CHUNK + 1) * _ZERO_CHUNK)
-            if mm[off:end].count(0) != end - off:
-                self._core.zero(pos, off, end)
-            off = end
-        _osio.fdatasync(seg.fd)
-
-    def _open_segment(self, path: str, hdr: SegmentHeader) -> Segment:
-        fd = os.open(path, os.O_RDONLY if self._read_only else os.O_RDWR)
-        try:
-            size = os.fstat(fd).st_size
-            if size < hdr.data_start:
-                raise CorruptionError("segment is shorter than its data start", path, size)
-            # Read-only opens map privately so nothing can ever reach the file.
-            access = mmap.ACCESS_COPY if self._read_only else mmap.ACCESS_WRITE
-            mm = mmap.mmap(fd, size, access=access)
-        except BaseException:
-            os.close(fd)
-            raise
-        return Segment(path, fd, mm, size, hdr)
 
     def _bind_reads(self) -> None:
         # Bound C methods: no Python frame between the caller and the core.
@@ -906,12 +754,3 @@ class Log:
         state = "closed" if self._closed else f"{self.first_index()}..{self.last_index()}"
         return f"<fastlog.Log {self._path!r} {state} ({self.implementation})>"
 
-
-def _scan_message(status: int, default: str) -> str:
-    return {
-        1: "record runs past the end of the segment",
-        2: "record has bad reserved bytes or kind",
-        3: "record has an unexpected index",
-        4: "record checksum mismatch",
-        5: "data ends early",
-    }.get(status, default)

@@ -1,0 +1,194 @@
+"""Recovery: what the segment files on disk mean when a log is opened.
+
+Opening a log lists the segment files, reads and checks their headers, scans
+every record and decides, for wherever a scan stops, whether that is a torn
+write that was never made durable (cut off and zeroed) or damage to data known
+durable (:class:`~fastlog.errors.CorruptionError`).  Segments left over from a
+reset, a purge or an interrupted creation are deleted.  The rules are in
+docs/format.md ("Recovery"); the write path, which never reads any of this
+back, stays in :mod:`fastlog.log`.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+
+from . import _osio
+from ._core_api import FL_ERR_ZERO
+from .errors import CorruptionError
+from .segment import Segment, SegmentHeader, decode_segment_header, parse_segment_name
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .log import Log
+
+__all__ = ["recover", "list_segment_files", "read_header", "open_segment", "scan_message"]
+
+_ZERO_CHUNK = 1 << 16
+
+
+def list_segment_files(dir_path: str, read_only: bool) -> List[Tuple[int, str]]:
+    """``(first index, path)`` of every segment file, sorted; a writable open
+    also deletes ``*.tmp`` leftovers of interrupted small-file saves."""
+    found = []
+    for name in os.listdir(dir_path):
+        if name.endswith(".tmp") and not read_only:
+            try:
+                os.unlink(os.path.join(dir_path, name))
+            except FileNotFoundError:
+                pass
+            continue
+        first = parse_segment_name(name)
+        if first is not None:
+            found.append((first, os.path.join(dir_path, name)))
+    found.sort()
+    return found
+
+
+def read_header(path: str, crc32c) -> Optional[SegmentHeader]:
+    """The verified header, or None when the header is all zero (or the file is
+    shorter than a header and all zero: created, but not yet preallocated)."""
+    with open(path, "rb") as f:
+        raw = f.read(64)
+    if raw == bytes(len(raw)):
+        return None
+    return decode_segment_header(raw, crc32c, path)
+
+
+def open_segment(path: str, hdr: SegmentHeader, read_only: bool) -> Segment:
+    fd = os.open(path, os.O_RDONLY if read_only else os.O_RDWR)
+    try:
+        size = os.fstat(fd).st_size
+        if size < hdr.data_start:
+            raise CorruptionError("segment is shorter than its data start", path, size)
+        # Read-only opens map privately so nothing can ever reach the file.
+        access = mmap.ACCESS_COPY if read_only else mmap.ACCESS_WRITE
+        mm = mmap.mmap(fd, size, access=access)
+    except BaseException:
+        os.close(fd)
+        raise
+    return Segment(path, fd, mm, size, hdr)
+
+
+def recover(log: "Log") -> None:
+    """Attach the segments of ``log``'s directory to its core, applying the
+    recovery rules; leaves ``log`` holding exactly the entries that survive."""
+    files = list_segment_files(log._path, log._read_only)
+    headers: List[tuple] = []
+    stale: List[str] = []
+    for i, (first, path) in enumerate(files):
+        hdr = read_header(path, log._crc32c)
+        if hdr is None:
+            # Crashed while this segment was being created: its header never
+            # reached the disk, so neither did anything after it -- unless a
+            # later segment claims durable data.
+            for _, later_path in files[i + 1 :]:
+                later = read_header(later_path, log._crc32c)
+                if later is not None and later.generation >= log._generation and later.synced_end > later.data_start:
+                    raise CorruptionError("segment header is zero but later segments hold durable data", path, 0)
+            stale.extend(p for _, p in files[i:])
+            break
+        if hdr.generation < log._generation:
+            stale.append(path)  # left over from a reset
+            continue
+        if hdr.generation > log._generation:
+            raise CorruptionError(
+                f"segment generation {hdr.generation} is newer than the log's {log._generation}", path, 16
+            )
+        if hdr.first_index != first:
+            raise CorruptionError(f"header first index {hdr.first_index} does not match the file name", path, 24)
+        headers.append((hdr, path))
+    for path in reversed(stale):
+        log._remove_file(path)
+
+    # Whole segments at or below the purge boundary are leftovers of a purge.
+    if log._boundary is not None:
+        limit = log._boundary.index
+        while len(headers) > 1 and headers[1][0].first_index <= limit + 1:
+            log._remove_file(headers.pop(0)[1])
+
+    core = log._core
+    for i, (hdr, path) in enumerate(headers):
+        if log._segments:
+            first, count, end, last_crc = core.segment_info(-1)
+            if hdr.first_index != first + count or hdr.prev_crc != last_crc:
+                # The chain breaks here: what follows was never made durable.
+                _cut_after(log, headers[i:], log._segments[-1].path, end)
+                break
+        seg = open_segment(path, hdr, log._read_only)
+        res = core.load_segment(
+            seg.mm, hdr.first_index, hdr.prev_crc, hdr.data_start, fd=-1 if log._read_only else seg.fd
+        )
+        seg.write_end = res.end
+        log._segments.append(seg)
+        clean = res.status == FL_ERR_ZERO and not res.nonzero_after
+        if res.end < hdr.synced_end:
+            _damage(log, CorruptionError(scan_message(res.status, "durable data is damaged"), path, res.end))
+            break
+        if not clean:
+            # A torn write in data that was never synced: cut it (and all after it).
+            _cut_after(log, headers[i + 1 :], path, res.end)
+            if not log._read_only:
+                _zero_tail(log, seg, len(log._segments) - 1, res.end)
+            break
+
+    if log._boundary is not None:
+        core.set_floor(log._boundary.index + 1)
+        # The first segment may now hold only purged entries.
+        while log._segments:
+            first, count, _, _ = core.segment_info(0)
+            if count and first + count - 1 > log._boundary.index:
+                break
+            if len(log._segments) == 1 and not count:
+                break
+            log._drop_first()
+    if log._segments and core.first_index() == 0:
+        # Nothing readable is left: an empty log starts afresh at any index.
+        log._drop_all()
+    if log._dir_dirty and not log._read_only:
+        _osio.fsync_dir(log._path)
+        log._dir_dirty = False
+    log._durable_index = log._last_stored()
+
+
+def _damage(log: "Log", err: CorruptionError) -> None:
+    if log._stop_at_damage:
+        log.damage = err
+        return
+    raise err
+
+
+def _cut_after(log: "Log", later: Sequence[tuple], path: str, offset: int) -> None:
+    """Drop the segments in ``later`` (never durable) -- unless one claims durable data."""
+    for hdr, _ in later:
+        if hdr.synced_end > hdr.data_start:
+            _damage(log, CorruptionError("the log breaks off here but a later segment holds durable data", path, offset))
+            return
+    for _, later_path in reversed(later):
+        log._remove_file(later_path)
+    if later and not log._read_only:
+        _osio.fsync_dir(log._path)
+        log._dir_dirty = False
+
+
+def _zero_tail(log: "Log", seg: Segment, pos: int, start: int) -> None:
+    """Zero every non-zero chunk from ``start`` to the end of the segment, then sync."""
+    mm = seg.mm
+    off = start
+    while off < seg.size:
+        end = min(seg.size, (off // _ZERO_CHUNK + 1) * _ZERO_CHUNK)
+        if mm[off:end].count(0) != end - off:
+            log._core.zero(pos, off, end)
+        off = end
+    _osio.fdatasync(seg.fd)
+
+
+def scan_message(status: int, default: str) -> str:
+    """The words for a core scan status (the FL_ERR_* codes)."""
+    return {
+        1: "record runs past the end of the segment",
+        2: "record has bad reserved bytes or kind",
+        3: "record has an unexpected index",
+        4: "record checksum mismatch",
+        5: "data ends early",
+    }.get(status, default)
