@@ -88,7 +88,8 @@ class LogCore(Protocol):
     # -- writing ---------------------------------------------------------
     def check_batch(self, entries: Sequence[Any]) -> int:
         """Validate a batch without writing: every item is an ``Entry`` of this
-        module, indexes are consecutive, every payload <= max_payload.
+        module, indexes are consecutive, terms never decrease (InvalidTermError),
+        every payload <= max_payload.
         Returns the first index (the batch must not be empty)."""
 
     def append(self, entries: Sequence[Any], start: int = 0, mapped_upto: int = 0, prepare: int = 0) -> int:

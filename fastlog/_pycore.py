@@ -30,6 +30,7 @@ from ._core_api import (
     REC_HEADER_SIZE,
 )
 from ._types import MAX_INDEX, EntryKind, PyEntry
+from .file_extents import data_ranges
 from .errors import (
     CorruptionError,
     EntryTooLargeError,
@@ -37,6 +38,7 @@ from .errors import (
     FastlogError,
     InvalidEntryError,
     InvalidIndexError,
+    InvalidTermError,
 )
 
 __all__ = [
@@ -295,10 +297,18 @@ def _decode(mv: memoryview, size: int, off: int, seed: int, expect_index: int, v
     return FL_OK, end, length, term, kind, crc
 
 
-def _nonzero_in(mv: memoryview, start: int, size: int) -> bool:
+def _nonzero_in(mv: memoryview, start: int, size: int, fd: int = -1) -> bool:
+    """Whether ``mv[start:size]`` holds a non-zero byte; with the file at hand,
+    only the ranges the file system says may hold data are read (a sparse or
+    preallocated tail costs a few lseek calls, not a read of every page)."""
     if start >= size:
         return False
-    return bool(np.frombuffer(mv, dtype=np.uint8, offset=start).any())
+    if fd < 0:
+        return bool(np.frombuffer(mv, dtype=np.uint8, offset=start).any())
+    for begin, stop in data_ranges(fd, start, size):
+        if np.frombuffer(mv, dtype=np.uint8, count=stop - begin, offset=begin).any():
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------------
@@ -453,7 +463,7 @@ class LogCore:
             raise
         self._segs.append(seg)
         self._firsts.append(first_index)
-        nonzero = False if fresh else _nonzero_in(mv, seg.end, seg.size)
+        nonzero = False if fresh else _nonzero_in(mv, seg.end, seg.size, fd)
         return ScanResult(seg.count, seg.end, seg.last_crc, status, nonzero)
 
     @staticmethod
@@ -517,7 +527,7 @@ class LogCore:
         if n == 0:
             raise InvalidEntryError("empty batch")
         max_payload = self._max_payload
-        first = expected = 0
+        first = expected = term = 0
         for i in range(n):
             entry = entries[i]
             if not isinstance(entry, PyEntry):
@@ -528,6 +538,11 @@ class LogCore:
                 raise InvalidIndexError(
                     f"batch indexes are not consecutive: entries[{i}].index is {entry.index}, expected {expected}"
                 )
+            elif entry.term < term:
+                raise InvalidTermError(
+                    f"batch terms decrease: entries[{i}].term is {entry.term} after {term}"
+                )
+            term = entry.term
             if len(entry.payload) > max_payload:
                 raise EntryTooLargeError(
                     f"entry {entry.index}: payload of {len(entry.payload)} bytes exceeds the maximum of {max_payload}"

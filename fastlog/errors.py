@@ -19,6 +19,8 @@ __all__ = [
     "EntryTooLargeError",
     "PoisonedError",
     "StorageFullError",
+    "ForkedError",
+    "InvalidTermError",
 ]
 
 
@@ -50,6 +52,17 @@ class ClosedError(FastlogError):
     """The store (or log) was closed."""
 
 
+class ForkedError(FastlogError):
+    """The store was opened by the parent of this (forked) process.
+
+    A forked child shares the parent's open files, mappings and directory
+    lock but not its threads or locks, so using them would race the parent
+    (or wait forever on a lock held by a thread that no longer exists).  The
+    child may drop the object; it must open the directory itself to use it,
+    once the parent has closed it.
+    """
+
+
 class PoisonedError(FastlogError):
     """An earlier write or flush failed, so the store refuses further writes.
 
@@ -76,3 +89,7 @@ class EntryTooLargeError(InvalidEntryError):
 
 class EntryTypeError(FastlogError, TypeError):
     """A value passed in has the wrong type."""
+
+
+class InvalidTermError(InvalidEntryError):
+    """A batch's terms decrease, or start below the term of the entry before it."""

@@ -20,6 +20,7 @@ import os
 import struct
 import threading
 import time
+import weakref
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -32,8 +33,10 @@ from .errors import (
     CorruptionError,
     EntryTooLargeError,
     EntryTypeError,
+    ForkedError,
     InvalidEntryError,
     InvalidIndexError,
+    InvalidTermError,
     LockedError,
     PoisonedError,
     StorageFullError,
@@ -41,7 +44,8 @@ from .errors import (
 from .zero_ahead import ZeroAhead
 from .recovery import recover
 from .recovery import scan_message as _scan_message
-from .segment import Segment, SegmentHeader, encode_segment_header, segment_name
+from .regular_file import open_regular
+from .segment import MAX_SEGMENT_SIZE, Segment, SegmentHeader, encode_segment_header, segment_name
 from .smallfile import RECORD_LOG_STATE, read_small_file, write_small_file
 
 __all__ = ["Log", "DEFAULT_SEGMENT_SIZE", "DEFAULT_MAX_ENTRY_SIZE"]
@@ -49,6 +53,7 @@ __all__ = ["Log", "DEFAULT_SEGMENT_SIZE", "DEFAULT_MAX_ENTRY_SIZE"]
 DEFAULT_SEGMENT_SIZE = 64 << 20
 DEFAULT_MAX_ENTRY_SIZE = 16 << 20
 _MIN_SEGMENT_SIZE = 2 * SEG_DATA_START
+_MAX_PAYLOAD_FIELD = (1 << 32) - 1
 _PAGE = 4096
 STATE_FILE = "STATE"
 LOCK_FILE = "LOCK"
@@ -69,6 +74,66 @@ def _check_index(name: str, value: object) -> int:
     if value < 0 or value >= 1 << 64:
         raise InvalidIndexError(f"{name} must be in 0..2**64-1, got {value}")
     return int(value)
+
+
+def _check_options(
+    *,
+    segment_size: object,
+    max_entry_size: object,
+    sync: object,
+    read_only: object,
+    verify_reads: object,
+    stop_at_damage: object,
+    implementation: object,
+    claim_interval: object,
+    zero_ahead: object,
+) -> None:
+    """Refuse bad options when the log is opened, before any file is touched."""
+    for name, value in (("segment_size", segment_size), ("max_entry_size", max_entry_size)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise EntryTypeError(f"{name} must be an int, not {type(value).__name__}")
+    assert isinstance(segment_size, int) and isinstance(max_entry_size, int)
+    if not _MIN_SEGMENT_SIZE <= segment_size <= MAX_SEGMENT_SIZE or segment_size % _PAGE:
+        raise InvalidEntryError(
+            f"segment_size must be a multiple of {_PAGE} in {_MIN_SEGMENT_SIZE}..{MAX_SEGMENT_SIZE}, got {segment_size}"
+        )
+    if not 0 <= max_entry_size <= _MAX_PAYLOAD_FIELD:
+        # A record's length field has 32 bits.
+        raise InvalidEntryError(f"max_entry_size must be in 0..{_MAX_PAYLOAD_FIELD}, got {max_entry_size}")
+    if not isinstance(sync, str):
+        raise EntryTypeError(f"sync must be a str, not {type(sync).__name__}")
+    if sync not in ("none", "always"):
+        raise InvalidEntryError(f"sync must be 'none' or 'always', got {sync!r}")
+    for name, value in (
+        ("read_only", read_only),
+        ("verify_reads", verify_reads),
+        ("stop_at_damage", stop_at_damage),
+        ("zero_ahead", zero_ahead),
+    ):
+        if not isinstance(value, bool):
+            raise EntryTypeError(f"{name} must be a bool, not {type(value).__name__}")
+    if implementation is not None and not isinstance(implementation, str):
+        raise EntryTypeError(f"implementation must be a str or None, not {type(implementation).__name__}")
+    if isinstance(claim_interval, bool) or not isinstance(claim_interval, (int, float)):
+        raise EntryTypeError(f"claim_interval must be a number of seconds, not {type(claim_interval).__name__}")
+    if not 0 <= claim_interval < float("inf"):  # also refuses NaN
+        raise InvalidEntryError(f"claim_interval must be a finite number of seconds >= 0, got {claim_interval}")
+    if stop_at_damage and not read_only:
+        raise InvalidEntryError("stop_at_damage needs read_only=True")
+
+
+# Every open, writable or read-only Log of this process, so a forked child
+# can disable them all (see _disable_after_fork).
+_open_logs: "weakref.WeakSet[Log]" = weakref.WeakSet()
+
+
+def _disable_after_fork() -> None:
+    for log in list(_open_logs):
+        log._forked_away()
+    _open_logs.clear()
+
+
+os.register_at_fork(after_in_child=_disable_after_fork)
 
 
 class Log:
@@ -98,16 +163,17 @@ class Log:
         claim_interval: float = 0.05,
         zero_ahead: bool = True,
     ) -> None:
-        if isinstance(segment_size, bool) or not isinstance(segment_size, int):
-            raise EntryTypeError("segment_size must be an int")
-        if segment_size < _MIN_SEGMENT_SIZE or segment_size % _PAGE:
-            raise InvalidEntryError(f"segment_size must be a multiple of {_PAGE} and >= {_MIN_SEGMENT_SIZE}")
-        if isinstance(max_entry_size, bool) or not isinstance(max_entry_size, int) or max_entry_size < 0:
-            raise InvalidEntryError("max_entry_size must be a non-negative int")
-        if sync not in ("none", "always"):
-            raise InvalidEntryError("sync must be 'none' or 'always'")
-        if stop_at_damage and not read_only:
-            raise InvalidEntryError("stop_at_damage needs read_only=True")
+        _check_options(
+            segment_size=segment_size,
+            max_entry_size=max_entry_size,
+            sync=sync,
+            read_only=read_only,
+            verify_reads=verify_reads,
+            stop_at_damage=stop_at_damage,
+            implementation=implementation,
+            claim_interval=claim_interval,
+            zero_ahead=zero_ahead,
+        )
 
         self._path = os.path.abspath(os.fspath(path))
         self._segment_size = segment_size
@@ -147,6 +213,8 @@ class Log:
         #: Set when a read-only open with ``stop_at_damage`` stopped early.
         self.damage: Optional[CorruptionError] = None
         self._lock_fd = -1
+        self._pid = os.getpid()
+        self._forked = False
 
         if read_only:
             if not os.path.isdir(self._path):
@@ -162,13 +230,14 @@ class Log:
             raise
         self._closed = False
         self._bind_reads()
+        _open_logs.add(self)
 
     # ------------------------------------------------------------------ open
     def _take_lock(self) -> None:
         lock_path = os.path.join(self._path, LOCK_FILE)
         flags = os.O_RDONLY if self._read_only else os.O_RDWR | os.O_CREAT
         try:
-            fd = os.open(lock_path, flags, 0o644)
+            fd = open_regular(lock_path, flags, 0o644)
         except FileNotFoundError:
             fd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -247,6 +316,14 @@ class Log:
                 raise
             hdr = SegmentHeader(self._generation, first_index, prev_crc, SEG_DATA_START)
             os.pwrite(fd, encode_segment_header(hdr, self._crc32c), 0)
+            # The header (and the file's name) are durable before any record is
+            # written here, so a zero header over records is damage on recovery.
+            try:
+                _osio.fdatasync(fd)
+                _osio.fsync_dir(self._path)
+            except OSError as exc:
+                self._poison(exc)
+                raise
             mm = mmap.mmap(fd, self._segment_size, access=mmap.ACCESS_WRITE)
         except BaseException:
             os.close(fd)
@@ -278,9 +355,44 @@ class Log:
     # ---------------------------------------------------------------- state
     def _check_open(self) -> None:
         if self._closed:
-            raise ClosedError(f"log {self._path} is closed")
+            raise self._unusable()
+
+    def _unusable(self) -> Exception:
+        if self._forked:
+            return ForkedError(
+                f"log {self._path} was opened by process {self._pid}; this process ({os.getpid()}) is a fork of it"
+            )
+        return ClosedError(f"log {self._path} is closed")
+
+    def _forked_away(self) -> None:
+        """In a forked child: refuse every call and let go of nothing the parent uses.
+
+        Runs in the child right after fork (os.register_at_fork), when only the
+        forking thread exists: locks held by other threads stay held forever, so
+        none is taken.  The child's copies of the descriptors are closed (the
+        parent's lock and files are untouched by that: flock locks belong to the
+        open file, which the parent still holds); the mappings go with the object.
+        """
+        if self._closed and not self._forked:
+            return
+        self._forked = True
+        self._closed = True
+        self._bind_closed()
+        self._zero_ahead = None  # its thread does not exist here
+        fds = [seg.fd for seg in self._segments] + [self._lock_fd]
+        for seg in self._segments:
+            seg.fd = -1
+        self._lock_fd = -1
+        for fd in fds:
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
 
     def _check_writable(self) -> None:
+        if self._pid != os.getpid() and not self._forked:
+            self._forked_away()  # a fork that did not run the at-fork hooks
         self._check_open()
         if self._read_only:
             raise PermissionError(errno.EROFS, "log is open read-only", self._path)
@@ -306,16 +418,22 @@ class Log:
 
     def last_index(self) -> int:
         """Highest index: the last stored one or the purge boundary, whichever is higher."""
+        if self._closed:
+            raise self._unusable()
         last = self._core.last_index() if self._segments else 0
         b = self._boundary
         return b.index if b is not None and b.index > last else last
 
     def first_index(self) -> int:
         """Lowest readable index, or 0 when no entry is readable."""
+        if self._closed:
+            raise self._unusable()
         return self._core.first_index() if self._segments else 0
 
     def term_at(self, index: int) -> Optional[int]:
         """Term of the entry at ``index``; the purge boundary's term at the boundary."""
+        if self._closed:
+            raise self._unusable()
         term = self._core.term_at(index)
         if term is None:
             b = self._boundary
@@ -324,15 +442,18 @@ class Log:
         return term
 
     def purge_boundary(self) -> Optional[LogId]:
+        self._check_open()
         return self._boundary
 
     load_purge_boundary = purge_boundary
 
     def durable_index(self) -> int:
         """Every entry up to this index is known durable."""
+        self._check_open()
         return min(self._durable_index, self.last_index())
 
     def is_write_durable(self) -> bool:
+        self._check_open()
         return self._sync_always
 
     def append(self, entries: Sequence[Any]) -> None:
@@ -351,6 +472,7 @@ class Log:
         with self._wlock:
             self._check_writable()
             head = entries[0]
+            self._check_term_follows(head)
             plain = bool(self._segments) and self._is_plain_append(head)
             self._append_locked(entries, head.index if plain else None)
         if self._sync_always:
@@ -410,6 +532,7 @@ class Log:
             head = entries[0]
             if not self._is_plain_append(head):
                 return False
+            self._check_term_follows(head)
             if self._segments:
                 self._append_locked(entries, head.index)
             else:
@@ -417,6 +540,20 @@ class Log:
         if self._sync_always:
             self.flush()
         return True
+
+    def _check_term_follows(self, head: Any) -> None:
+        """A batch must not start below the term of the entry before it (Raft
+        terms never decrease along a log); the core checks within the batch."""
+        if type(head) is not self.Entry or head.index < 2:
+            return  # the core or _make_room_for gives the error
+        prev = self._core.term_at(head.index - 1)
+        if prev is None:
+            b = self._boundary
+            if b is None or b.index != head.index - 1:
+                return
+            prev = b.term
+        if head.term < prev:
+            raise InvalidTermError(f"entry {head.index} has term {head.term}, below the term {prev} of the entry before it")
 
     def _is_plain_append(self, head: Any) -> bool:
         """Whether appending from ``head`` only writes: no truncation, no file deleted."""
@@ -669,6 +806,7 @@ class Log:
 
     def segments(self) -> List[Dict[str, Any]]:
         """A description of every attached segment (for tools and tests)."""
+        self._check_open()
         out = []
         for pos, seg in enumerate(self._segments):
             first, count, end, last_crc = self._core.segment_info(pos)
@@ -690,6 +828,7 @@ class Log:
 
     @property
     def generation(self) -> int:
+        self._check_open()
         return self._generation
 
     # ---------------------------------------------------------------- close
@@ -713,6 +852,7 @@ class Log:
                     self._closed = True
                     self._release_all()
                     self._bind_closed()
+                    _open_logs.discard(self)
 
     def _release_all(self) -> None:
         # getattr: a constructor that failed early releases before _zero_ahead is set.
@@ -730,7 +870,7 @@ class Log:
 
     def _bind_closed(self) -> None:
         def closed(*_args: Any, **_kw: Any) -> Any:
-            raise ClosedError(f"log {self._path} is closed")
+            raise self._unusable()
 
         self.entry = closed
         self.get_entries = closed
@@ -744,7 +884,7 @@ class Log:
     def __del__(self) -> None:
         # Never flush from a finaliser; just let go of maps, files and the lock.
         try:
-            if not self._closed:
+            if not self._closed and self._pid == os.getpid():  # a forked child lets go of nothing
                 self._closed = True
                 self._release_all()
         except Exception:

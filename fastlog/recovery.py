@@ -15,9 +15,11 @@ import os
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from . import _osio
-from ._core_api import FL_ERR_ZERO
+from ._core_api import FL_ERR_ZERO, SEG_DATA_START
 from .errors import CorruptionError
-from .segment import Segment, SegmentHeader, decode_segment_header, parse_segment_name
+from .file_extents import data_ranges
+from .regular_file import open_regular
+from .segment import MAX_SEGMENT_SIZE, Segment, SegmentHeader, decode_segment_header, parse_segment_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from .log import Log
@@ -48,19 +50,41 @@ def list_segment_files(dir_path: str, read_only: bool) -> List[Tuple[int, str]]:
 def read_header(path: str, crc32c) -> Optional[SegmentHeader]:
     """The verified header, or None when the header is all zero (or the file is
     shorter than a header and all zero: created, but not yet preallocated)."""
-    with open(path, "rb") as f:
+    with open(open_regular(path, os.O_RDONLY), "rb") as f:
         raw = f.read(64)
     if raw == bytes(len(raw)):
         return None
     return decode_segment_header(raw, crc32c, path)
 
 
+def holds_data_past_header(path: str) -> bool:
+    """Whether any byte after the header page of ``path`` is non-zero."""
+    fd = open_regular(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        for begin, stop in data_ranges(fd, SEG_DATA_START, size):
+            while begin < stop:
+                chunk = os.pread(fd, min(stop - begin, _ZERO_CHUNK), begin)
+                if not chunk:
+                    return False
+                if chunk.count(0) != len(chunk):
+                    return True
+                begin += len(chunk)
+        return False
+    finally:
+        os.close(fd)
+
+
 def open_segment(path: str, hdr: SegmentHeader, read_only: bool) -> Segment:
-    fd = os.open(path, os.O_RDONLY if read_only else os.O_RDWR)
+    fd = open_regular(path, os.O_RDONLY if read_only else os.O_RDWR)
     try:
         size = os.fstat(fd).st_size
         if size < hdr.data_start:
             raise CorruptionError("segment is shorter than its data start", path, size)
+        if size > MAX_SEGMENT_SIZE:
+            raise CorruptionError(
+                f"segment is {size} bytes, more than the largest segment size {MAX_SEGMENT_SIZE}", path, size
+            )
         # Read-only opens map privately so nothing can ever reach the file.
         access = mmap.ACCESS_COPY if read_only else mmap.ACCESS_WRITE
         mm = mmap.mmap(fd, size, access=access)
@@ -78,6 +102,11 @@ def recover(log: "Log") -> None:
     stale: List[str] = []
     for i, (first, path) in enumerate(files):
         hdr = read_header(path, log._crc32c)
+        if hdr is None and holds_data_past_header(path):
+            # A new segment's header is synced before any record is written
+            # into it, so records behind a zero header mean the header was lost.
+            _damage(log, CorruptionError("segment header is zero but the segment holds data", path, 0))
+            break  # (read-only, stop_at_damage) the log ends before this segment
         if hdr is None:
             # Crashed while this segment was being created: its header never
             # reached the disk, so neither did anything after it -- unless a
@@ -106,6 +135,23 @@ def recover(log: "Log") -> None:
         limit = log._boundary.index
         while len(headers) > 1 and headers[1][0].first_index <= limit + 1:
             log._remove_file(headers.pop(0)[1])
+    if headers:
+        hdr, path = headers[0]
+        # A segment's prev_crc is 0 when it starts a log (or a generation) and
+        # the previous segment's last CRC otherwise: then the entries before it
+        # must either be covered by the purge boundary or be in a segment file
+        # that is missing.
+        if hdr.prev_crc != 0 and (log._boundary is None or hdr.first_index > log._boundary.index + 1):
+            start = 1 if log._boundary is None else log._boundary.index + 1
+            _damage(
+                log,
+                CorruptionError(
+                    f"entries {start}..{hdr.first_index - 1} are missing: the segment file before this one is gone",
+                    path,
+                    32,
+                ),
+            )
+            headers = []
 
     core = log._core
     for i, (hdr, path) in enumerate(headers):

@@ -22,6 +22,7 @@ __all__ = [
     "segment_name",
     "parse_segment_name",
     "Segment",
+    "MAX_SEGMENT_SIZE",
 ]
 
 # magic, version, data start, generation, first index, prev_crc, flags, synced_end, 12 reserved bytes
@@ -30,6 +31,15 @@ _CRC = struct.Struct("<I")
 assert _HEADER.size + _CRC.size == SEG_HEADER_SIZE
 _NAME_RE = re.compile(r"^(\d{20})\.seg$")
 _PAGE = 4096
+
+#: The largest segment a log creates or opens.  A segment is preallocated
+#: whole when it is created and mapped whole while it is attached, so its size
+#: is memory and address space held for as long as the log is open, and a
+#: damaged file whose size was changed (e.g. extended sparsely to a terabyte)
+#: must not be taken for a segment: a read-only open, which cannot ask the file
+#: system where data lies, reads every byte past the last record.  4 GiB is 64
+#: times the default and bounds that read to seconds.
+MAX_SEGMENT_SIZE = 1 << 32
 
 
 @dataclass(frozen=True)

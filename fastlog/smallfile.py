@@ -12,6 +12,7 @@ from typing import Optional
 
 from . import _osio
 from .errors import CorruptionError
+from .regular_file import open_regular
 
 __all__ = ["write_small_file", "read_small_file", "RECORD_LOG_STATE", "RECORD_HARD_STATE"]
 
@@ -60,7 +61,7 @@ def write_small_file(dir_path: str, name: str, record_type: int, body: bytes) ->
     data = encode_small_file(record_type, body)
     final = os.path.join(dir_path, name)
     tmp = final + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         view = memoryview(data)
         while view:
@@ -74,11 +75,15 @@ def write_small_file(dir_path: str, name: str, record_type: int, body: bytes) ->
 
 
 def read_small_file(dir_path: str, name: str, record_type: int) -> Optional[bytes]:
-    """The body of ``dir_path/name``, or None when the file does not exist."""
+    """The body of ``dir_path/name``, or None when the file does not exist.
+
+    Anything but a regular file under that name (a FIFO would block the read
+    forever) is CorruptionError."""
     path = os.path.join(dir_path, name)
     try:
-        with open(path, "rb") as f:
-            data = f.read(_MAX_BODY + _HEAD_SIZE + 1)
+        fd = open_regular(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
+    with open(fd, "rb") as f:
+        data = f.read(_MAX_BODY + _HEAD_SIZE + 1)
     return decode_small_file(data, record_type, path)

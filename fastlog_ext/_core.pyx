@@ -58,6 +58,7 @@ from fastlog.errors import (
     FastlogError,
     InvalidEntryError,
     InvalidIndexError,
+    InvalidTermError,
 )
 
 
@@ -631,6 +632,7 @@ cdef class LogCore:
         Runs no Python code."""
         cdef Py_ssize_t i
         cdef uint64_t expected = 0
+        cdef uint64_t term = 0
         cdef size_t plen, sum_ = 0
         cdef Entry e
         cdef PyObject *ahead
@@ -658,6 +660,9 @@ cdef class LogCore:
                 raise InvalidIndexError(
                     f"batch indexes are not consecutive: entries[{i}].index is {e.index}, "
                     f"expected {expected if expected else 1 << 64}")
+            elif e.term < term:  # Raft terms never decrease along the log
+                raise InvalidTermError(f"batch terms decrease: entries[{i}].term is {e.term} after {term}")
+            term = e.term
             expected = e.index + 1
             plen = <size_t>PyBytes_GET_SIZE(e.payload)
             if plen > self._max_payload:
