@@ -53,6 +53,7 @@ from ._types import LogId
 from .errors import (
     ClosedError,
     EntryTypeError,
+    ForkedError,
     InvalidEntryError,
     InvalidIndexError,
     PoisonedError,
@@ -277,6 +278,7 @@ class FileLogStore:
         self._read_only = read_only
         self._commit = GroupCommit(log.flush)
         self._closed = False
+        self._pid = os.getpid()  # a forked child must not touch the parent's files or threads
         self._structural = 0  # structural operations submitted and not yet finished
         self._gate: List[asyncio.Future] = []  # appends waiting for them
 
@@ -295,16 +297,21 @@ class FileLogStore:
         """The entry class of the log's implementation (the cheapest one to pass in)."""
         return self._log.Entry
 
-    def _check_writable(self) -> None:
+    def _check_open(self) -> None:
+        if self._pid != os.getpid():
+            raise ForkedError(f"log store {self._log.path} was opened by process {self._pid}, a parent of this one")
         if self._closed:
             raise ClosedError("the log store is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
         if self._read_only:
             raise PermissionError(f"log store {self._log.path} is open read-only")
         self._commit.check()
 
     def _failed(self, exc: BaseException) -> None:
         """Account for a mutation that raised part-way."""
-        if isinstance(exc, (InvalidEntryError, EntryTypeError, ClosedError)):
+        if isinstance(exc, (InvalidEntryError, EntryTypeError, ClosedError, ForkedError)):
             return  # refused input: nothing changed
         # Part of a batch may have been written: a later flush must cover it.
         self._commit.note_write()
@@ -446,7 +453,8 @@ class FileLogStore:
 
     def flush(self) -> None:
         """Make every earlier write durable, blocking the calling thread."""
-        if self._read_only and not self._closed:
+        self._check_open()
+        if self._read_only:
             return  # nothing was written
         self._check_writable()
         # A structural operation on the worker thread holds the log's writer
@@ -456,7 +464,8 @@ class FileLogStore:
 
     async def flush_async(self) -> None:
         """Make every earlier write durable; concurrent callers share one fsync."""
-        if self._read_only and not self._closed:
+        self._check_open()
+        if self._read_only:
             return
         self._check_writable()
         await self._commit.wait_durable()
@@ -469,7 +478,7 @@ class FileLogStore:
     async def entry(self, index: int) -> Optional[Any]:
         """The entry at ``index``, or None when it is missing, purged or truncated."""
         if self._closed:
-            raise ClosedError("the log store is closed")
+            raise ClosedError("the log store is closed")  # (the log itself refuses in a forked child)
         return self._log.entry(index)
 
     def get_entries(self, start: int, end: int) -> List[Any]:
@@ -500,13 +509,17 @@ class FileLogStore:
     async def _close(self) -> None:
         if self._closed:
             return
+        if self._pid != os.getpid():
+            self._closed = True  # the group commit's threads and futures belong to the parent
+            return
         await self._commit.drain()
         self._closed = True
         self._commit.close()
 
     def _close_sync(self) -> None:
         self._closed = True
-        self._commit.close()
+        if self._pid == os.getpid():
+            self._commit.close()
 
     def __repr__(self) -> str:
         mode = "always" if self._always else "none"

@@ -14,7 +14,7 @@ from typing import Optional, Union
 
 from . import smallfile
 from ._types import HardState, VotedFor
-from .errors import ClosedError, CorruptionError, EntryTypeError, PoisonedError
+from .errors import ClosedError, CorruptionError, EntryTypeError, ForkedError, PoisonedError
 
 __all__ = ["FileMetaStore", "HARD_STATE_FILE", "encode_hard_state", "decode_hard_state"]
 
@@ -74,6 +74,7 @@ class FileMetaStore:
         self._read_only = read_only
         self._closed = False
         self._failure: Optional[BaseException] = None
+        self._pid = os.getpid()  # a forked child must not write the parent's hard state
 
     @property
     def path(self) -> str:
@@ -84,9 +85,14 @@ class FileMetaStore:
     def closed(self) -> bool:
         return self._closed
 
-    def _check_usable(self) -> None:
+    def _check_open(self) -> None:
+        if self._pid != os.getpid():
+            raise ForkedError(f"meta store {self._dir} was opened by process {self._pid}, a parent of this one")
         if self._closed:
             raise ClosedError("the meta store is closed")
+
+    def _check_usable(self) -> None:
+        self._check_open()
         if self._failure is not None:
             raise PoisonedError(
                 "an earlier hard state save failed; reopen the store to see what is on disk"
@@ -107,8 +113,7 @@ class FileMetaStore:
 
     def load_hard_state(self) -> Optional[HardState]:
         """The stored hard state, or None when none was ever saved."""
-        if self._closed:
-            raise ClosedError("the meta store is closed")
+        self._check_open()
         body = smallfile.read_small_file(self._dir, HARD_STATE_FILE, smallfile.RECORD_HARD_STATE)
         if body is None:
             return None

@@ -34,6 +34,7 @@ from ..errors import (
     EntryTypeError,
     InvalidEntryError,
     InvalidIndexError,
+    InvalidTermError,
     PoisonedError,
 )
 
@@ -118,7 +119,8 @@ def check_batch(entries: Any, max_payload: int, name: str = "entries") -> List[A
     """Validate a batch and return it as a list of ``fastlog.Entry``.
 
     Items must be Entry objects with consecutive indexes starting at 1 or
-    above, each payload at most ``max_payload`` bytes.  Nothing is written by
+    above and terms that never decrease, each payload at most ``max_payload``
+    bytes.  Nothing is written by
     the caller unless this returns.
     """
     if type(entries) is not list and type(entries) is not tuple:
@@ -131,6 +133,7 @@ def check_batch(entries: Any, max_payload: int, name: str = "entries") -> List[A
     accepted = _entry_types
     convert = False
     expected = -1
+    term = 0
     for i, entry in enumerate(entries):
         if type(entry) is not cls:
             if not isinstance(entry, accepted):
@@ -141,6 +144,9 @@ def check_batch(entries: Any, max_payload: int, name: str = "entries") -> List[A
             raise InvalidIndexError(
                 f"batch indexes are not consecutive: {name}[{i}].index is {index}, expected {expected}"
             )
+        if i and entry.term < term:
+            raise InvalidTermError(f"batch terms decrease: {name}[{i}].term is {entry.term} after {term}")
+        term = entry.term
         expected = index + 1
         if len(entry.payload) > max_payload:
             raise EntryTooLargeError(
@@ -349,6 +355,16 @@ class BaseLogStore:
         if self._durable:
             self._durable_index = self.last_index()
 
+    def _check_term_follows(self, head: Any) -> None:
+        """The batch must not start below the term of the entry before it."""
+        if head.index < 2:
+            return
+        before = self.term_at(head.index - 1)
+        if before is not None and head.term < before:
+            raise InvalidTermError(
+                f"entry {head.index} has term {head.term}, below the term {before} of the entry before it"
+            )
+
     def _check_start(self, first: int, stored_last: int) -> None:
         b = self._boundary
         if b is not None and first <= b.index:
@@ -365,6 +381,7 @@ class BaseLogStore:
             return
         first = batch[0].index
         last = self._last
+        self._check_term_follows(batch[0])
         self._check_start(first, last)
         replace_all = not last or first <= self._first
         self._write_batch(first if last and first <= last else None, batch)
@@ -404,6 +421,7 @@ class BaseLogStore:
                 raise InvalidIndexError(
                     f"new entries start at {new_first}, above from_index {from_index}: that would leave a gap"
                 )
+            self._check_term_follows(batch[0])
             self._check_start(new_first, last)
             if last and new_first <= last:
                 cut = new_first

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Type, Union
 
 from .._types import MAX_INDEX, EntryKind, HardState, LogId, VotedFor
-from ..errors import EntryTooLargeError, EntryTypeError, InvalidIndexError
+from ..errors import EntryTooLargeError, EntryTypeError, InvalidIndexError, InvalidTermError
 
 __all__ = [
     "CASES",
@@ -593,7 +593,7 @@ async def case_bad_input_changes_nothing(ctx: CaseContext) -> None:
         (InvalidIndexError, lambda: log.persist_entries(make_entries(11, 12)[::-1]), "a descending batch"),
         (
             EntryTooLargeError,
-            lambda: log.persist_entries(make_entries(11, 11) + [cls(12, 1, b"\0" * OVERSIZED_PAYLOAD)]),
+            lambda: log.persist_entries(make_entries(11, 11) + [cls(12, 12, b"\0" * OVERSIZED_PAYLOAD)]),
             "an entry above 16 MiB",
         ),
         (InvalidIndexError, lambda: log.entry(-1), "entry(-1)"),
@@ -661,14 +661,14 @@ async def case_huge_indexes(ctx: CaseContext) -> None:
 
 async def case_kinds_and_payloads(ctx: CaseContext) -> None:
     cls = _entry_class()
-    entries = [
-        cls(1, 1, b"", EntryKind.NOOP),
-        cls(2, 1, b"set x 1", EntryKind.COMMAND),
-        cls(3, 1, b"\x00\x01\x02\xff" * 3, EntryKind.CONFIG),
-        cls(4, 2, b"", EntryKind.COMMAND),
-        cls(5, 2, bytes(range(256)) * 4096, EntryKind.COMMAND),  # 1 MiB
-        cls(6, (1 << 64) - 1, b"max term", EntryKind.COMMAND),
-        cls(7, 0, b"term zero", EntryKind.NOOP),
+    entries = [  # terms never decrease along a log
+        cls(1, 0, b"term zero", EntryKind.NOOP),
+        cls(2, 1, b"", EntryKind.NOOP),
+        cls(3, 1, b"set x 1", EntryKind.COMMAND),
+        cls(4, 1, b"\x00\x01\x02\xff" * 3, EntryKind.CONFIG),
+        cls(5, 2, b"", EntryKind.COMMAND),
+        cls(6, 2, bytes(range(256)) * 4096, EntryKind.COMMAND),  # 1 MiB
+        cls(7, (1 << 64) - 1, b"max term", EntryKind.COMMAND),
     ]
     await ctx.log.persist_entries(entries)
     await ctx.checkpoint()
@@ -711,6 +711,35 @@ async def case_restart_keeps_everything(ctx: CaseContext) -> None:
     await ctx.log.persist_entries(make_entries(251, 260, term=300))
     await ctx.checkpoint()
     check_eq(ctx.log.last_index(), 260, "last_index() after appending following restarts")
+
+
+async def case_terms_never_decrease(ctx: CaseContext) -> None:
+    """Raft terms never decrease along a log: within a batch, and from the entry
+    before a batch (the purge boundary right after a purge) to the batch."""
+    cls = _entry_class()
+    await ctx.log.persist_entries(make_entries(1, 5, term=3))
+    before = await ctx.snapshot()
+    refused = [
+        (lambda: ctx.log.persist_entries([cls(6, 5, b"a"), cls(7, 2, b"b")]), "a batch whose terms go from 5 to 2"),
+        (lambda: ctx.log.persist_entries(make_entries(6, 7, term=2)), "a batch below the last entry's term"),
+        (lambda: ctx.log.persist_entries(make_entries(4, 5, term=2)), "a replacing batch below the term before it"),
+        (lambda: ctx.log.replace_range(4, make_entries(4, 5, term=2)), "replace_range below the term before it"),
+        (lambda: ctx.log.replace_range(2, [cls(2, 4, b"a"), cls(3, 3, b"b")]), "replace_range with decreasing terms"),
+    ]
+    for action, what in refused:
+        await check_raises(InvalidTermError, action, what)
+        check_eq(await ctx.snapshot(), before, f"state after refusing {what}")
+    await ctx.checkpoint()
+    check_eq(await ctx.snapshot(), before, "state after the refused batches")
+    await ctx.log.persist_entries(make_entries(3, 4, term=4))  # a higher term replaces a suffix
+    await ctx.log.persist_entries(make_entries(5, 6, term=4))  # the same term continues it
+    await ctx.log.purge(LogId(index=6, term=4))
+    await check_raises(
+        InvalidTermError, lambda: ctx.log.persist_entries(make_entries(7, 7, term=3)), "a batch below the boundary's term"
+    )
+    await ctx.log.persist_entries(make_entries(7, 8, term=5))
+    await ctx.checkpoint()
+    check_entries(ctx.log.get_entries(1, 10), make_entries(7, 8, term=5), "entries after the purge")
 
 
 #: Every case, by name, in the order they run.

@@ -5,7 +5,8 @@ that it can be read as the definition of the semantics in
 :mod:`fastlog.protocols`.  The stateful test drives an engine and the model
 with the same operations and requires identical observable behaviour.
 
-Every operation either raises :class:`~fastlog.errors.InvalidIndexError`
+Every operation either raises :class:`~fastlog.errors.InvalidIndexError` (or,
+for a batch whose terms go down, :class:`~fastlog.errors.InvalidTermError`)
 without changing anything, or applies completely.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._types import HardState, LogId
-from ..errors import InvalidIndexError
+from ..errors import InvalidIndexError, InvalidTermError
 
 __all__ = ["LogModel", "EntryFields", "fields_of"]
 
@@ -43,6 +44,21 @@ class LogModel:
         b = self.boundary.index if self.boundary is not None else 0
         return max(self.stored_last(), b)
 
+    def top_term(self) -> int:
+        """The highest term in the log (entries and purge boundary), 0 when empty."""
+        terms = [fields[1] for fields in self.entries.values()]
+        if self.boundary is not None:
+            terms.append(self.boundary.term)
+        return max(terms, default=0)
+
+    def term_at(self, index: int) -> Optional[int]:
+        """The term of the entry at ``index``, or the boundary's term at the boundary."""
+        if index in self.entries:
+            return self.entries[index][1]
+        if self.boundary is not None and index == self.boundary.index:
+            return self.boundary.term
+        return None
+
     def entry(self, index: int) -> Optional[EntryFields]:
         return self.entries.get(index)
 
@@ -66,11 +82,19 @@ class LogModel:
 
         The first index must be above the purge boundary, at least 1, and at
         most ``stored_last() + 1`` unless nothing is stored (then any index
-        above the boundary starts the log).
+        above the boundary starts the log).  Terms never decrease: within the
+        batch, and from the entry before the first index (the boundary when the
+        batch starts right after it) to the batch.
         """
         if not batch:
             return
         first = batch[0][0]
+        before = self.term_at(first - 1) if first > 1 else None
+        if before is not None and batch[0][1] < before:
+            raise InvalidTermError(f"entry {first} has term {batch[0][1]}, below the term {before} before it")
+        for prev, fields in zip(batch, batch[1:]):
+            if fields[1] < prev[1]:
+                raise InvalidTermError(f"batch terms decrease: {fields[1]} after {prev[1]}")
         if first == 0:
             raise InvalidIndexError("index 0 is reserved")
         self._check_above_boundary(first, "index")

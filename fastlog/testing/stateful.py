@@ -22,7 +22,7 @@ import tempfile
 from typing import Any, Callable, Dict, List, Optional
 
 from .._types import EntryKind, HardState, LogId, VotedFor
-from ..errors import InvalidIndexError
+from ..errors import InvalidIndexError, InvalidTermError
 from .conformance import ConformanceError, OpenEngine
 from .model import EntryFields, LogModel, fields_of
 
@@ -121,18 +121,24 @@ def make_state_machine(
             trial = self.model.copy()
             try:
                 model_op(trial)
-                refused: Optional[InvalidIndexError] = None
-            except InvalidIndexError as exc:
+                refused: Optional[Exception] = None
+            except (InvalidIndexError, InvalidTermError) as exc:
                 refused = exc
             try:
                 self._run(engine_op())
-            except InvalidIndexError as exc:
+            except (InvalidIndexError, InvalidTermError) as exc:
                 if refused is None:
                     raise ConformanceError(f"{what}: the engine refused ({exc}) what the model accepts") from exc
                 return
             if refused is not None:
                 raise ConformanceError(f"{what}: the engine accepted what the model refuses ({refused})")
             self.model = trial
+
+        def _term(self, step: int) -> int:
+            """A term around the highest one in the log (``step`` 1..6): mostly
+            at or above it, as Raft appends are, sometimes one below, which
+            every engine must refuse."""
+            return max(0, self.model.top_term() + step - 2)
 
         def _first_index(self, start: str, offset: int) -> int:
             last = self.model.last_index()
@@ -166,7 +172,7 @@ def make_state_machine(
         # and every mutation may be followed by a restart (``restart``).
         @rule(count=st.integers(1, 6), term=st.integers(1, 6), tag=tags, restart=restarts)
         def append_next(self, count: int, term: int, tag: bytes, restart: bool) -> None:
-            batch = _batch(self.model.last_index() + 1, count, term, tag, EntryKind.COMMAND)
+            batch = _batch(self.model.last_index() + 1, count, self._term(term), tag, EntryKind.COMMAND)
             fields = [fields_of(e) for e in batch]
             self._mutate(
                 f"persist_entries({batch[0].index}..+{count})",
@@ -187,7 +193,7 @@ def make_state_machine(
         def append(
             self, start: str, offset: int, count: int, term: int, tag: bytes, kind: EntryKind, restart: bool
         ) -> None:
-            batch = _batch(self._first_index(start, offset), count, term, tag, kind)
+            batch = _batch(self._first_index(start, offset), count, self._term(term), tag, kind)
             fields = [fields_of(e) for e in batch]
             self._mutate(
                 f"persist_entries({batch[0].index if batch else '-'}..+{count})",
@@ -225,7 +231,7 @@ def make_state_machine(
         )
         def replace_range(self, back: int, shift: int, count: int, term: int, tag: bytes, restart: bool) -> None:
             from_index = max(0, self.model.last_index() - back)
-            batch = _batch(max(1, from_index + shift), count, term, tag, EntryKind.COMMAND)
+            batch = _batch(max(1, from_index + shift), count, self._term(term), tag, EntryKind.COMMAND)
             fields = [fields_of(e) for e in batch]
             self._mutate(
                 f"replace_range({from_index}, {batch[0].index if batch else '-'}..+{count})",
