@@ -538,6 +538,8 @@ class FileStorageEngine:
     def __init__(self, path: PathLike, *, sync: str = "none", read_only: bool = False, **log_options: Any):
         from .log import Log
 
+        if not isinstance(sync, str):
+            raise EntryTypeError(f"sync must be a str, not {type(sync).__name__}")
         if sync not in _SYNC_MODES:
             raise InvalidEntryError(f"sync must be one of {_SYNC_MODES}, got {sync!r}")
         # The engine provides the "always" guarantee itself, through group
