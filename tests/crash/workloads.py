@@ -41,6 +41,8 @@ class Driver:
 
     def append(self, count: int, sizes: List[int]) -> None:
         start = self.log.last_index() + 1
+        # Terms never decrease along a log: continue at the last entry's term at least.
+        self.term = max(self.term, self.log.term_at(start - 1) or 0)
         self.append_entries([self.make(start + i, self.term, sizes[i % len(sizes)]) for i in range(count)])
 
     def replace(self, from_index: int, count: int, sizes: List[int]) -> None:
