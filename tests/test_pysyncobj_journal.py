@@ -386,7 +386,11 @@ def test_transport_syncs_the_journal_before_sending(tmp_path, impl, monkeypatch)
 
     fj = open_journal(tmp_path / "j", impl, sync="periodic")
     sent: List[Tuple[int, Any]] = []
-    monkeypatch.setattr(TCPTransport, "send", lambda self, node, msg: sent.append((fj.log.durable_index(), msg)) or True)
+    monkeypatch.setattr(
+        TCPTransport,
+        "send",
+        lambda self, node, msg: sent.append((None if fj.log.closed else fj.log.durable_index(), msg)) or True,
+    )
     transport = object.__new__(fl_ps.FastlogTCPTransport)  # no sockets: only send() is under test
     transport._fastlog_journal = fj
     fill([fj], 1, 25)
@@ -399,10 +403,11 @@ def test_transport_syncs_the_journal_before_sending(tmp_path, impl, monkeypatch)
 
 def test_sync_periodic_defers_to_the_timer(tmp_path, impl, monkeypatch):
     fj = open_journal(tmp_path / "j", impl, sync="periodic")
+    fill([fj], 1, 1)  # creating the first segment syncs its header
     calls: List[int] = []
     real = _osio.fdatasync
     monkeypatch.setattr(_osio, "fdatasync", lambda fd: (calls.append(fd), real(fd))[1])
-    fill([fj], 1, 30)
+    fill([fj], 2, 29)
     assert not calls
     assert fj.log.durable_index() < 30
     fj.onOneSecondTimer()
