@@ -14,10 +14,13 @@ Three layers, each on both cores:
   reopened read-write in the still-full filesystem and purged.  Needs root
   and loop devices (skipped otherwise, with the reason).
 
-Seen failing on a broken build: with the code before pwrite-only mode (stores
-through the mapping on btrfs), every btrfs child died with SIGBUS (-7), in
-appends and in ``close``; with ``LogCore.zero`` rewriting blocks instead of
-punching holes, ... (see each test's docstring).
+Seen failing on broken builds: with the code before pwrite-only mode, the
+compiled core's btrfs child died with SIGBUS (-7) and the pure-Python core's
+with a bare OSError(ENOSPC); with the claim skip after a flush removed, with
+the claim lowered after the cut (poisoning), with purge poisoning on a full
+disk, with the batch not taken back, and with the pure-Python core's
+``zero`` not punching holes, the matching test below failed; with the
+no-progress check of ``_osio.pwrite_all`` removed, the EIO test hung.
 """
 from __future__ import annotations
 
