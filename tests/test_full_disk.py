@@ -469,7 +469,9 @@ def _check_fill_and_reopen(mnt: str, impl: str, batch: int, flushing: bool) -> N
     assert said["rc"] == 0, f"child died with {said['rc']} (a negative number is a signal): {said}"
     assert "full" in said, said
     durable = said.get("closed", said.get("flushed", 0))
-    # Reopen read-write in the still-full filesystem: every flushed entry is there.
+    # Reopen read-write in the still-full (now quite full) filesystem: every
+    # flushed entry is there.
+    rest = _fill_rest(mnt)
     log = Log(path, implementation=impl, segment_size=CHILD_SEG)
     try:
         assert log.last_index() >= durable
@@ -488,7 +490,29 @@ def _check_fill_and_reopen(mnt: str, impl: str, batch: int, flushing: bool) -> N
     finally:
         log.close()
     shutil.rmtree(path)
+    os.unlink(rest)
     os.sync()
+
+
+def _fill_rest(mnt: str) -> str:
+    """Take whatever space the log left, down to the last 64 KiB or so."""
+    rest = os.path.join(mnt, "rest")
+    fd = os.open(rest, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        size = os.statvfs(mnt).f_bavail * os.statvfs(mnt).f_frsize
+        got = 0
+        while size >= 64 << 10:
+            try:
+                os.posix_fallocate(fd, got, size)
+                got += size
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                size //= 2
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return rest
 
 
 @pytest.mark.parametrize(
