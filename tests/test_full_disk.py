@@ -132,6 +132,37 @@ def test_pwrite_only_truncate_punches_holes(tmp_path: Path, impl: str) -> None:
         assert log.last_index() == 9
 
 
+def test_core_never_stores_into_a_read_only_mapping(tmp_path: Path, core_module: Any) -> None:
+    """A read-only mapping with a file: every write goes with pwrite, whatever
+    the hints (``prepare``, ``mapped_upto``) say.  Seen failing: with the
+    compiled core's guard removed, this test died with SIGSEGV."""
+    import mmap
+
+    size = 1 << 20
+    path = str(tmp_path / "seg")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        osio.fallocate(fd, size)
+        mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+        core = core_module.LogCore(1 << 16)
+        core.load_segment(mm, 1, 0, 4096, fresh=True, fd=fd)
+        batch = [core_module.Entry(i, 1, b"x" * 50) for i in range(1, 11)]
+        assert core.append(batch, 0, size, 1 << 16) == 10  # small-store and prepared hints
+        core.append([core_module.Entry(i, 1, b"y" * 5000) for i in range(11, 111)], 0, 0, 1 << 16)
+        core.write_at(0, 0, b"HEADER")
+        _, _, end, _ = core.segment_info(0)
+        cut, old_end = core.truncate(50)
+        core.zero(0, cut, old_end)
+        assert core.get_range(1, 49) == batch + [core_module.Entry(i, 1, b"y" * 5000) for i in range(11, 50)]
+        with open(path, "rb") as f:
+            data = f.read()
+        assert data[:6] == b"HEADER" and data[cut:old_end] == bytes(old_end - cut)
+        core.drop_last_segment()
+        mm.close()
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------------------
 # ENOSPC at each write site
 # ---------------------------------------------------------------------------
