@@ -176,7 +176,7 @@ class Log:
             self._recover()
         except OSError as exc:
             self._release_all()
-            raise _storage_full(exc, "cut the torn tail of the log", self._path)
+            raise _storage_full(exc, "open the log (cutting a torn tail)", self._path)
         except BaseException:
             self._release_all()
             raise

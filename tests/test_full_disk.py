@@ -132,6 +132,26 @@ def test_pwrite_only_truncate_punches_holes(tmp_path: Path, impl: str) -> None:
         assert log.last_index() == 9
 
 
+def test_pwrite_only_reopen_cuts_a_torn_tail(tmp_path: Path, impl: str) -> None:
+    """Cutting a torn tail on reopen goes through LogCore.zero: holes, no stores."""
+    path = str(tmp_path)
+    with Log(path, implementation=impl, segment_size=1 << 20, mapped_stores=False) as log:
+        log.append(make(log, 1, 100))
+        end = log.segments()[-1]["end"]
+        seg_path = log.segments()[-1]["path"]
+    with open(seg_path, "r+b") as f:  # a torn write past the durable records
+        f.seek(end + 100)
+        f.write(b"\xff" * 20000)
+    with Log(path, implementation=impl, segment_size=1 << 20, mapped_stores=False) as log:
+        assert log.last_index() == 100
+        log.append(make(log, 101, 10))
+    with open(seg_path, "rb") as f:
+        data = f.read()
+    assert b"\xff" * 8 not in data
+    with Log(path, implementation=impl, segment_size=1 << 20) as log:
+        assert content(log) == [(e.index, e.term, e.payload) for e in make(log, 1, 110)]
+
+
 def test_core_never_stores_into_a_read_only_mapping(tmp_path: Path, core_module: Any) -> None:
     """A read-only mapping with a file: every write goes with pwrite, whatever
     the hints (``prepare``, ``mapped_upto``) say.  Seen failing: with the
