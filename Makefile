@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 EXTRAS := test,peers,chart,pysyncobj,profile,dev
 CMAKE_BUILD := build/cmake
 
-.PHONY: all venv build typecheck test test-c test-ext test-py bench bench-ci profile fuzz asan clean
+.PHONY: all venv build typecheck test test-c test-ext test-py bench bench-ci profile fuzz asan fs-tools clean
 
 all: build
 
@@ -30,7 +30,7 @@ test-c:
 	cmake --build $(CMAKE_BUILD) -j2 > /dev/null
 	ctest --test-dir $(CMAKE_BUILD) --output-on-failure
 
-test-ext: build
+test-ext: build fs-tools
 	FASTLOG_REQUIRE_EXTENSION=1 FASTLOG_REQUIRE_PEERS=1 $(PY) -m pytest -q -p no:cacheprovider --benchmark-disable
 
 test-py: build
@@ -52,6 +52,10 @@ bench-ci: build
 profile: build
 	mkdir -p profile
 	$(VENV)/bin/py-spy record --native -o profile/append-read.svg -- $(PY) bench/profile_target.py
+
+# mkfs tools for the full-disk tests on loop-mounted filesystems.
+fs-tools:
+	bash .ci/fs-tools.sh
 
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash .ci/fuzz.sh

@@ -66,7 +66,9 @@ class LogCore(Protocol):
         ``data_start``: nothing is read (count 0, status FL_ERR_ZERO).
         ``fd`` (when >= 0) is the writable file behind ``buf``: appends then
         write their frames with ``pwrite`` instead of storing them through the
-        mapping (see docs/format.md, "How appends reach the file").
+        mapping (see docs/format.md, "How appends reach the file").  A
+        read-only ``buf`` with an ``fd`` is never stored to: every byte goes
+        with ``pwrite``, whatever the hints of ``append``.
 
         ``first_index`` must equal ``last_index + 1`` when the core holds
         entries.  Scanning verifies every record from ``data_start`` and stops
@@ -113,11 +115,19 @@ class LogCore(Protocol):
         drops whole later segments first).  Returns ``(cut_offset, old_end)``;
         the bytes in between still hold the old records until :meth:`zero`."""
 
+    def record_offset(self, index: int) -> int:
+        """Byte offset of the record of ``index`` in its segment (where a
+        truncation at ``index`` would cut); InvalidIndexError when not attached."""
+
     def zero(self, pos: int, start: int, end: int) -> None:
-        """Zero ``buf[start:end]`` of the segment at position ``pos``."""
+        """Zero ``buf[start:end]`` of the segment at position ``pos``.  With an
+        ``fd`` the zeros are written with ``pwrite``; a read-only ``buf`` with
+        an ``fd`` has its whole blocks in the range punched out instead, so
+        that freeing bytes never needs new space (copy-on-write filesystems)."""
 
     def write_at(self, pos: int, offset: int, data: bytes) -> None:
-        """Copy ``data`` into the segment buffer at ``offset`` (header updates)."""
+        """Copy ``data`` into the segment at ``offset`` (header updates), with
+        ``pwrite`` when the segment has an ``fd``."""
 
     # -- reading ---------------------------------------------------------
     def set_floor(self, index: int) -> None:

@@ -9,6 +9,7 @@ segment buffers.
 """
 from __future__ import annotations
 
+import errno
 import functools
 import operator
 import os
@@ -20,6 +21,7 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import _osio
 from ._core_api import (
     FL_ERR_CRC,
     FL_ERR_INDEX,
@@ -297,6 +299,42 @@ def _decode(mv: memoryview, size: int, off: int, seed: int, expect_index: int, v
     return FL_OK, end, length, term, kind, crc
 
 
+_ZERO_CHUNK = bytes(1 << 16)
+
+
+def _write_zeros(fd: int, start: int, end: int) -> None:
+    while start < end:
+        n = min(end - start, len(_ZERO_CHUNK))
+        _osio.pwrite_all(fd, memoryview(_ZERO_CHUNK)[:n], start)
+        start += n
+
+
+def _zero_file_range(fd: int, start: int, end: int, punch: bool) -> None:
+    """Zero ``[start, end)`` of a file (the C core's ``_zero_file``, same rules).
+
+    With ``punch``, the whole filesystem blocks inside the range are
+    deallocated (they read as zeros) and only the partial blocks at its edges
+    are written: on a copy-on-write filesystem every rewritten block takes new
+    space, and a full disk must still be able to cut a log short.  Where
+    punching is not supported, zeros are written.
+    """
+    if punch:
+        block = max(os.fstat(fd).st_blksize, 512)
+        lo = -(-start // block) * block
+        hi = end // block * block
+        if lo < hi:
+            try:
+                _osio.punch_hole(fd, lo, hi - lo)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
+                    raise
+            else:
+                _write_zeros(fd, start, lo)
+                _write_zeros(fd, hi, end)
+                return
+    _write_zeros(fd, start, end)
+
+
 def _nonzero_in(mv: memoryview, start: int, size: int, fd: int = -1) -> bool:
     """Whether ``mv[start:size]`` holds a non-zero byte; with the file at hand,
     only the ranges the file system says may hold data are read (a sparse or
@@ -452,9 +490,9 @@ class LogCore:
             mv.release()
             raise
         fd = _as_int("fd", fd)
-        if fd < -1 or fd > 0x7FFFFFFF or (fd >= 0 and mv.readonly):
+        if fd < -1 or fd > 0x7FFFFFFF:
             mv.release()
-            raise InvalidEntryError(f"fd must be -1 or a file descriptor of a writable segment, got {fd}")
+            raise InvalidEntryError(f"fd must be -1 or a file descriptor, got {fd}")
         seg = _Segment(buf, mv, first_index, seed, data_start, fd)
         try:
             status = FL_ERR_ZERO if fresh else self._scan(seg)
@@ -564,7 +602,7 @@ class LogCore:
         if not self._segs:
             raise FastlogError("no segment attached")
         seg = self._segs[-1]
-        if seg.mv.readonly:
+        if seg.mv.readonly and seg.fd < 0:
             raise FastlogError("the last segment's buffer is read-only")
         if seg.count and seg.first_index + seg.count - 1 == MAX_INDEX:
             raise InvalidIndexError("the last segment already holds the largest possible index")
@@ -619,10 +657,7 @@ class LogCore:
             off = end
             i += 1
         if seg.fd >= 0 and off > base:
-            data = mv[: off - base]
-            done = 0
-            while done < len(data):
-                done += os.pwrite(seg.fd, data[done:], base + done)
+            _osio.pwrite_all(seg.fd, mv[: off - base], base)
         seg.add(offsets, terms)
         seg.end = off
         seg.last_crc = crc
@@ -648,6 +683,16 @@ class LogCore:
         seg.end = cut
         return (cut, old_end)
 
+    @_serialised
+    def record_offset(self, index: int) -> int:
+        index = _check_u64("index", index)
+        for seg in reversed(self._segs):
+            if index >= seg.first_index:
+                if index - seg.first_index < seg.count:
+                    return int(seg.offsets[index - seg.first_index])
+                break
+        raise InvalidIndexError(f"no record {index} is attached")
+
     def _check_span(self, seg: _Segment, start: int, end: int) -> None:
         if start < 0 or end < start or end > seg.size:
             raise InvalidIndexError(f"byte range [{start}, {end}) outside the segment buffer (size {seg.size})")
@@ -655,7 +700,7 @@ class LogCore:
             raise InvalidIndexError(
                 f"byte range [{start}, {end}) overlaps the live records [{seg.data_start}, {seg.end}); truncate first"
             )
-        if seg.mv.readonly:
+        if seg.mv.readonly and seg.fd < 0:
             raise FastlogError("segment buffer is read-only")
 
     @_serialised
@@ -664,7 +709,13 @@ class LogCore:
         start = _as_int("start", start)
         end = _as_int("end", end)
         self._check_span(seg, start, end)
-        if end > start:
+        if end <= start:
+            return
+        if seg.fd >= 0:
+            # A read-only mapping over a writable file: nothing is stored
+            # through the mapping, and freeing bytes must not take new space.
+            _zero_file_range(seg.fd, start, end, punch=seg.mv.readonly)
+        else:
             seg.mv[start:end] = bytes(end - start)
 
     @_serialised
@@ -674,7 +725,10 @@ class LogCore:
         src = _byte_view(data, "data")
         with src:
             self._check_span(seg, offset, offset + len(src))
-            seg.mv[offset : offset + len(src)] = src
+            if seg.fd >= 0:
+                _osio.pwrite_all(seg.fd, src, offset)
+            else:
+                seg.mv[offset : offset + len(src)] = src
 
     # -- reading ---------------------------------------------------------
 

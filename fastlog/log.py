@@ -24,7 +24,7 @@ import weakref
 from types import ModuleType
 from typing import Any, Dict, List, Optional, Sequence
 
-from . import _osio
+from . import _osio, fsinfo
 from ._core_api import REC_HEADER_SIZE, SEG_DATA_START
 from ._impl import load_core
 from ._types import LogId
@@ -162,6 +162,7 @@ class Log:
         implementation: Optional[str] = None,
         claim_interval: float = 0.05,
         zero_ahead: bool = True,
+        mapped_stores: Optional[bool] = None,
     ) -> None:
         _check_options(
             segment_size=segment_size,
@@ -174,6 +175,8 @@ class Log:
             claim_interval=claim_interval,
             zero_ahead=zero_ahead,
         )
+        if mapped_stores is not None and not isinstance(mapped_stores, bool):
+            raise EntryTypeError(f"mapped_stores must be a bool or None, not {type(mapped_stores).__name__}")
 
         self._path = os.path.abspath(os.fspath(path))
         self._segment_size = segment_size
@@ -204,6 +207,7 @@ class Log:
         self._zero_ahead_window = 0 if (read_only or not zero_ahead) else 4 << 20
         self._zero_ahead: Optional[ZeroAhead] = None
         self._prepare = _PREPARE_CHUNK  # 0 once flushed: unsynced zeros would slow each fsync
+        self._mapped_stores = False  # decided below, once the directory exists
         self._closed = True
         self._poisoned: Optional[BaseException] = None
         self._dir_dirty = False
@@ -221,10 +225,22 @@ class Log:
                 raise FileNotFoundError(errno.ENOENT, "no such log directory", self._path)
         else:
             os.makedirs(self._path, exist_ok=True)
+            # Stores through the mappings only where they can never need a new
+            # block (fastlog/fsinfo.py); elsewhere every byte goes with pwrite,
+            # and zeroing ahead would only make each later write a copy.
+            if mapped_stores is None:
+                mapped_stores = fsinfo.stores_in_place(self._path)
+            self._mapped_stores = bool(mapped_stores)
+            if not self._mapped_stores:
+                self._zero_ahead_window = 0
+                self._prepare = 0
         self._take_lock()
         try:
             self._load_state()
             recover(self)
+        except OSError as exc:
+            self._release_all()
+            raise _storage_full(exc, "open the log (cutting a torn tail)", self._path)
         except BaseException:
             self._release_all()
             raise
@@ -307,15 +323,13 @@ class Log:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
-                _osio.fallocate(fd, self._segment_size)
+                # Blocks zero-filled instead of reserved promise nothing on some
+                # filesystems: such a segment is never stored to through its mapping.
+                reserved = _osio.fallocate(fd, self._segment_size) is not False
+                hdr = SegmentHeader(self._generation, first_index, prev_crc, SEG_DATA_START)
+                _osio.pwrite_all(fd, encode_segment_header(hdr, self._crc32c), 0)
             except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise StorageFullError(
-                        exc.errno, f"no space to preallocate a {self._segment_size}-byte segment", path
-                    ) from exc
-                raise
-            hdr = SegmentHeader(self._generation, first_index, prev_crc, SEG_DATA_START)
-            os.pwrite(fd, encode_segment_header(hdr, self._crc32c), 0)
+                raise _storage_full(exc, f"preallocate a {self._segment_size}-byte segment", path)
             # The header (and the file's name) are durable before any record is
             # written here, so a zero header over records is damage on recovery.
             try:
@@ -324,7 +338,8 @@ class Log:
             except OSError as exc:
                 self._poison(exc)
                 raise
-            mm = mmap.mmap(fd, self._segment_size, access=mmap.ACCESS_WRITE)
+            mapped = self._mapped_stores and reserved
+            mm = mmap.mmap(fd, self._segment_size, access=mmap.ACCESS_WRITE if mapped else mmap.ACCESS_READ)
         except BaseException:
             os.close(fd)
             try:
@@ -474,7 +489,10 @@ class Log:
             head = entries[0]
             self._check_term_follows(head)
             plain = bool(self._segments) and self._is_plain_append(head)
-            self._append_locked(entries, head.index if plain else None)
+            try:
+                self._append_locked(entries, head.index if plain else None)
+            except OSError as exc:
+                raise _storage_full(exc, "append", self._path)
         if self._sync_always:
             self.flush()
 
@@ -533,10 +551,13 @@ class Log:
             if not self._is_plain_append(head):
                 return False
             self._check_term_follows(head)
-            if self._segments:
-                self._append_locked(entries, head.index)
-            else:
-                self._append_locked(entries, None)  # validates, then starts the first segment
+            try:
+                if self._segments:
+                    self._append_locked(entries, head.index)
+                else:
+                    self._append_locked(entries, None)  # validates, then starts the first segment
+            except OSError as exc:
+                raise _storage_full(exc, "append", self._path)
         if self._sync_always:
             self.flush()
         return True
@@ -622,33 +643,54 @@ class Log:
         if first_visible == 0 or from_index <= first_visible:
             self._drop_all_durably()
             return
+        # The segment that ends up last, and where it is cut.
+        pos = len(self._segments) - 1
+        while self._segments[pos].first_index >= from_index:
+            pos -= 1
+        seg = self._segments[pos]
+        seg_first, count, seg_end, _ = self._core.segment_info(pos)
+        cut = self._core.record_offset(from_index) if from_index < seg_first + count else seg_end
+        # First of all, the header must stop claiming the bytes to be removed.
+        # Lowering a claim is always safe (recovery only treats damage below a
+        # claim as corruption), so a failure here has changed nothing: a full
+        # disk raises StorageFullError and leaves the log usable.
+        if cut < seg.claim_on_disk_at_most():
+            try:
+                self._write_claim(pos, seg, cut)
+            except OSError as exc:
+                if not _is_full(exc):
+                    self._poison(exc)
+                raise _storage_full(exc, "lower a segment's durable claim before a truncation", seg.path)
+            try:
+                _osio.fdatasync(seg.fd)
+            except BaseException as exc:
+                self._poison(exc)
+                raise _storage_full(exc, "sync a segment header", seg.path) if isinstance(exc, OSError) else exc
+            seg.claim_synced = cut
+            seg.header_dirty = False
         self._note_truncation(from_index)
         try:
             dropped = False
-            while self._segments[-1].first_index >= from_index:
+            while len(self._segments) - 1 > pos:
                 self._drop_last()
                 dropped = True
             if dropped:
                 # Deleted segments must be gone before the cut below can leave a gap.
                 _osio.fsync_dir(self._path)
                 self._dir_dirty = False
-            pos = len(self._segments) - 1
-            seg = self._segments[-1]
             with seg.lock:
                 cut, old_end = self._core.truncate(from_index)
                 seg.write_end = cut
             seg.epoch += 1
-            if cut < seg.claim_on_disk_at_most():
-                # The header must stop claiming the removed bytes before they go.
-                self._write_claim(pos, seg, cut)
-                _osio.fdatasync(seg.fd)
-                seg.claim_synced = cut
-                seg.header_dirty = False
+            # Poisons when it fails: the removed records are still on disk, and a
+            # reopen would find them again, so nothing more may be appended after
+            # the cut.  Without mapped stores it frees whole blocks instead of
+            # rewriting them (LogCore.zero), which needs no new space.
             self._core.zero(pos, cut, old_end)
             seg.dirty = True
         except BaseException as exc:
             self._poison(exc)
-            raise
+            raise _storage_full(exc, "truncate", self._path) if isinstance(exc, OSError) else exc
 
     def _drop_all_durably(self) -> None:
         if not self._segments:
@@ -685,7 +727,10 @@ class Log:
                 self._save_state()
             except BaseException as exc:
                 self._boundary = b
-                self._poison(exc)
+                # No space for the new STATE: it was never renamed into place,
+                # so nothing changed on disk and the log stays usable.
+                if not isinstance(exc, StorageFullError):
+                    self._poison(exc)
                 raise
             if self._segments:
                 self._core.set_floor(cutoff.index + 1)
@@ -710,7 +755,8 @@ class Log:
                 self._save_state()
             except BaseException as exc:
                 self._generation, self._boundary = old
-                self._poison(exc)
+                if not isinstance(exc, StorageFullError):  # as in purge
+                    self._poison(exc)
                 raise
             self._note_truncation(0)
             self._drop_all()
@@ -763,7 +809,7 @@ class Log:
                     raise zeroer.error
             except BaseException as exc:
                 self._poison(exc)
-                raise
+                raise _storage_full(exc, "sync the log", self._path) if isinstance(exc, OSError) else exc
             finally:
                 for t in targets:
                     os.close(t[1])
@@ -778,7 +824,16 @@ class Log:
                         now - self._last_claim_time >= self._claim_interval or seg is not self._segments[-1]
                     ):
                         # Lazily durable: reaches the disk with this segment's next sync.
-                        self._write_claim(self._segments.index(seg), seg, end)
+                        try:
+                            self._write_claim(self._segments.index(seg), seg, end)
+                        except OSError as exc:
+                            if not _is_full(exc):
+                                self._poison(exc)
+                                raise
+                            # No space to rewrite the header (a copy-on-write
+                            # filesystem): the data is durable, and the claim
+                            # is only a lower bound of it, so go without.
+                            continue
                         claimed = True
                 if claimed:
                     self._last_claim_time = now
@@ -894,3 +949,15 @@ class Log:
         state = "closed" if self._closed else f"{self.first_index()}..{self.last_index()}"
         return f"<fastlog.Log {self._path!r} {state} ({self.implementation})>"
 
+
+def _is_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _storage_full(exc: OSError, what: str, path: str) -> OSError:
+    """``exc`` as a StorageFullError when it says the disk (or a quota) is full."""
+    if isinstance(exc, StorageFullError) or not _is_full(exc):
+        return exc
+    full = StorageFullError(exc.errno, f"no space left to {what}: {exc.strerror}", path)
+    full.__cause__ = exc
+    return full

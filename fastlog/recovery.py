@@ -75,7 +75,7 @@ def holds_data_past_header(path: str) -> bool:
         os.close(fd)
 
 
-def open_segment(path: str, hdr: SegmentHeader, read_only: bool) -> Segment:
+def open_segment(path: str, hdr: SegmentHeader, read_only: bool, mapped_stores: bool = False) -> Segment:
     fd = open_regular(path, os.O_RDONLY if read_only else os.O_RDWR)
     try:
         size = os.fstat(fd).st_size
@@ -85,8 +85,13 @@ def open_segment(path: str, hdr: SegmentHeader, read_only: bool) -> Segment:
             raise CorruptionError(
                 f"segment is {size} bytes, more than the largest segment size {MAX_SEGMENT_SIZE}", path, size
             )
-        # Read-only opens map privately so nothing can ever reach the file.
-        access = mmap.ACCESS_COPY if read_only else mmap.ACCESS_WRITE
+        # Read-only opens map privately so nothing can ever reach the file;
+        # without mapped stores the mapping is only read (a stray store
+        # would be a crash, never a silent write).
+        if read_only:
+            access = mmap.ACCESS_COPY
+        else:
+            access = mmap.ACCESS_WRITE if mapped_stores else mmap.ACCESS_READ
         mm = mmap.mmap(fd, size, access=access)
     except BaseException:
         os.close(fd)
@@ -161,7 +166,7 @@ def recover(log: "Log") -> None:
                 # The chain breaks here: what follows was never made durable.
                 _cut_after(log, headers[i:], log._segments[-1].path, end)
                 break
-        seg = open_segment(path, hdr, log._read_only)
+        seg = open_segment(path, hdr, log._read_only, log._mapped_stores)
         res = core.load_segment(
             seg.mm, hdr.first_index, hdr.prev_crc, hdr.data_start, fd=-1 if log._read_only else seg.fd
         )

@@ -6,12 +6,13 @@ after a crash a reader sees either the previous file or the new one, whole.
 """
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from typing import Optional
 
 from . import _osio
-from .errors import CorruptionError
+from .errors import CorruptionError, StorageFullError
 from .regular_file import open_regular
 
 __all__ = ["write_small_file", "read_small_file", "RECORD_LOG_STATE", "RECORD_HARD_STATE"]
@@ -61,15 +62,23 @@ def write_small_file(dir_path: str, name: str, record_type: int, body: bytes) ->
     data = encode_small_file(record_type, body)
     final = os.path.join(dir_path, name)
     tmp = final + ".tmp"
-    fd = open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        _osio.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _osio.pwrite_all(fd, data, 0)
+            _osio.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        # Nothing is renamed yet, so the old file stands: a full disk is a
+        # clean StorageFullError (callers need not treat the store as broken).
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFullError(exc.errno, f"no space left to write {name}: {exc.strerror}", final) from exc
+        raise
     os.replace(tmp, final)
     _osio.fsync_dir(dir_path)
 

@@ -63,7 +63,7 @@ cdef struct Segment:
     bint has_view         # view holds an export to release
     uint8_t *base
     size_t size
-    bint writable
+    bint writable         # the buffer is writable: stores through the mapping are allowed
     uint64_t first        # index of the first record slot
     size_t count          # records attached
     size_t cap            # capacity of offsets/terms
@@ -73,7 +73,7 @@ cdef struct Segment:
     size_t end            # offset just past the last record
     uint32_t seed         # chain seed of the first record
     uint32_t last_crc     # crc of the last record (seed when none)
-    int fd                # >= 0: appends are written with pwrite to this file (see append)
+    int fd                # >= 0: appends, zero and write_at use pwrite to this file (see append)
     size_t prepared       # [end, prepared) holds zeros written to fd for appends (see append)
 
 

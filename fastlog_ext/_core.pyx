@@ -24,7 +24,7 @@ from cpython.tuple cimport PyTuple_CheckExact
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memcpy, memset
-from libc.errno cimport errno, EINTR, EIO, ENXIO
+from libc.errno cimport errno, EINTR, EIO, ENOSYS, ENXIO, EOPNOTSUPP
 from posix.types cimport off_t
 from posix.unistd cimport pwrite
 
@@ -40,6 +40,29 @@ cdef extern from "<unistd.h>" nogil:
     enum:
         SEEK_DATA
         SEEK_HOLE
+
+cdef extern from *:
+    """
+    #include <fcntl.h>
+    #include <sys/stat.h>
+    #ifndef FALLOC_FL_KEEP_SIZE
+    #define FALLOC_FL_KEEP_SIZE 0x01
+    #endif
+    #ifndef FALLOC_FL_PUNCH_HOLE
+    #define FALLOC_FL_PUNCH_HOLE 0x02
+    #endif
+    /* The filesystem's block size for fd (the unit holes are punched in). */
+    static size_t fl_block_size(int fd) {
+        struct stat st;
+        if (fstat(fd, &st) != 0 || st.st_blksize < 512)
+            return 4096;
+        return (size_t)st.st_blksize;
+    }
+    """
+    int fallocate(int fd, int mode, off_t offset, off_t length) nogil
+    int FALLOC_FL_KEEP_SIZE
+    int FALLOC_FL_PUNCH_HOLE
+    size_t fl_block_size(int fd) nogil
 
 import os
 from collections import namedtuple
@@ -430,6 +453,54 @@ cdef int _pwrite_all(int fd, const uint8_t *data, size_t n, size_t off) noexcept
     return 0
 
 
+cdef uint8_t _ZEROS[65536]  # static storage: all zero
+
+
+cdef int _write_zeros(int fd, size_t start, size_t end) noexcept nogil:
+    """pwrite zeros over [start, end); 0 or an errno."""
+    cdef size_t n
+    cdef int err
+    while start < end:
+        n = end - start
+        if n > sizeof(_ZEROS):
+            n = sizeof(_ZEROS)
+        err = _pwrite_all(fd, _ZEROS, n, start)
+        if err:
+            return err
+        start += n
+    return 0
+
+
+cdef int _zero_file(int fd, size_t start, size_t end, bint punch) noexcept nogil:
+    """Zero [start, end) of a file; 0 or an errno.
+
+    With ``punch``, the whole filesystem blocks inside the range are
+    deallocated (they read as zeros) and only the partial blocks at its edges
+    are written: on a copy-on-write filesystem every rewritten block takes new
+    space, and a full disk must still be able to cut a log short.  Where
+    punching is not supported, zeros are written.
+    """
+    cdef size_t block, lo, hi
+    cdef int err
+    if punch:
+        block = fl_block_size(fd)
+        lo = (start + block - 1) // block * block
+        hi = end // block * block
+        if lo < hi:
+            while fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, <off_t>lo, <off_t>(hi - lo)) != 0:
+                err = errno
+                if err == EINTR:
+                    continue
+                if err == EOPNOTSUPP or err == ENOSYS:
+                    return _write_zeros(fd, start, end)
+                return err
+            err = _write_zeros(fd, start, lo)
+            if err:
+                return err
+            return _write_zeros(fd, hi, end)
+    return _write_zeros(fd, start, end)
+
+
 cdef bint _tail_is_zero(const uint8_t *base, size_t off, size_t size, int fd) noexcept nogil:
     """Whether base[off:size] is all zero bytes, reading as little of it as the file allows.
 
@@ -690,10 +761,12 @@ cdef class LogCore:
         ``fresh=True`` says the segment was just created and is zero past
         ``data_start``: nothing is read from it (even reading its first page
         faults in file pages, and scanning its tail would touch all of them).
-        ``fd``, when
-        given, is the open file behind ``buf``: appends then write their frames
-        to it with ``pwrite`` (the mapping shows them at once: it is the same
-        page cache) instead of storing them through the mapping.
+        ``fd``, when given, is the open file behind ``buf``: appends, ``zero``
+        and ``write_at`` then write to it with ``pwrite`` (the mapping shows the
+        bytes at once: it is the same page cache).  A read-only ``buf`` with an
+        ``fd`` is a segment that is never stored to through its mapping at all:
+        the filesystem could not promise that a store needs no new block
+        (fastlog/fsinfo.py), and a store that fails to get one is SIGBUS.
         """
         cdef uint64_t fi, nxt
         cdef uint32_t sd
@@ -746,8 +819,6 @@ cdef class LogCore:
             seg.first = fi
             seg.seed = sd
             seg.fd = fdv
-            if seg.fd >= 0 and not seg.writable:
-                raise FastlogError("a segment written with pwrite needs a writable buffer")
             off = seg.data_start
             nxt = fi
             _reserve(seg, _INITIAL_SLOTS)
@@ -889,7 +960,7 @@ cdef class LogCore:
             if self.nsegs == 0:
                 raise FastlogError("no segment attached")
             seg = self.segs[self.nsegs - 1]
-            if not seg.writable:
+            if not seg.writable and seg.fd < 0:
                 raise FastlogError("the last segment's buffer is read-only")
             if seg.count > 0 and seg.first + (seg.count - 1) == _U64_MAX:
                 raise InvalidIndexError("the last segment already holds the largest possible index")
@@ -904,6 +975,10 @@ cdef class LogCore:
             need = total if total < seg.size - seg.end else seg.size - seg.end
             if seg.prepared > mapped_v:
                 mapped_v = seg.prepared
+            if not seg.writable:
+                # Mapped read-only: every byte goes with pwrite (see load_segment).
+                mapped_v = 0
+                prep_v = 0
             if seg.fd >= 0 and prep_v and (seg.end + need > mapped_v or self.zero_ahead):
                 # Zeros ahead (the zeroer's thread mostly has them written
                 # already), then store through the mapping; see the docstring.
@@ -981,6 +1056,23 @@ cdef class LogCore:
         finally:
             self._busy -= 1
 
+    def record_offset(self, index):
+        """Byte offset of the record of ``index`` in its segment (the floor is
+        ignored); InvalidIndexError when no attached segment holds it."""
+        cdef uint64_t idx
+        cdef Py_ssize_t i
+        cdef Segment *s
+        _to_u64(index, "index", &idx)
+        i = self.nsegs - 1
+        while i >= 0:
+            s = self.segs[i]
+            if idx >= s.first:
+                if idx - s.first < s.count:
+                    return s.offsets[idx - s.first]
+                break
+            i -= 1
+        raise InvalidIndexError(f"no record {idx} is attached")
+
     cdef int _check_span(self, Segment *s, object start, object end) except -1:
         """A byte range a caller may overwrite: inside the buffer, clear of live records."""
         if start < 0 or end < start or end > s.size:
@@ -988,15 +1080,20 @@ cdef class LogCore:
         if s.count and start < s.end and end > s.data_start:
             raise InvalidIndexError(
                 f"byte range [{start}, {end}) overlaps the live records [{s.data_start}, {s.end}); truncate first")
-        if not s.writable:
+        if not s.writable and s.fd < 0:
             raise FastlogError("segment buffer is read-only")
         return 0
 
     def zero(self, pos, start, end):
-        """Zero ``buf[start:end]`` of the segment at ``pos`` (never live records)."""
+        """Zero ``buf[start:end]`` of the segment at ``pos`` (never live records).
+
+        With a file (``fd``) the zeros are written with ``pwrite``; when the
+        buffer is read-only, whole blocks are punched out instead (see
+        ``_zero_file``).  A failed write raises OSError."""
         cdef size_t a, b
         cdef Py_ssize_t at
         cdef Segment *s
+        cdef int err = 0
         start = _as_int(start, "start")
         end = _as_int(end, "end")
         at = self._pos(pos)  # last: converting the others may run Python code
@@ -1006,7 +1103,13 @@ cdef class LogCore:
             self._check_span(s, start, end)
             a = <size_t>start
             b = <size_t>end
-            if b - a >= _NOGIL_BYTES:
+            if s.fd >= 0:
+                if b > a:
+                    with nogil:
+                        err = _zero_file(s.fd, a, b, not s.writable)
+                    if err:
+                        raise OSError(err, os.strerror(err))
+            elif b - a >= _NOGIL_BYTES:
                 with nogil:
                     memset(s.base + a, 0, b - a)
             elif b > a:
@@ -1015,10 +1118,12 @@ cdef class LogCore:
             self._busy -= 1
 
     def write_at(self, pos, offset, data):
-        """Copy ``data`` into the segment buffer at ``offset`` (never over live records)."""
+        """Copy ``data`` into the segment at ``offset`` (never over live records);
+        with ``pwrite`` when the segment has a file.  A failed write raises OSError."""
         cdef Py_buffer view
         cdef Py_ssize_t at
         cdef Segment *s
+        cdef int err = 0
         offset = _as_int(offset, "offset")
         _get_buffer(data, &view, "data")
         try:
@@ -1027,7 +1132,11 @@ cdef class LogCore:
             try:
                 s = self.segs[at]
                 self._check_span(s, offset, offset + view.len)
-                if view.len:
+                if view.len and s.fd >= 0:
+                    err = _pwrite_all(s.fd, <const uint8_t *>view.buf, <size_t>view.len, <size_t>offset)
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                elif view.len:
                     memcpy(s.base + <size_t>offset, view.buf, <size_t>view.len)
             finally:
                 self._busy -= 1
