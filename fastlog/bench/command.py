@@ -7,7 +7,28 @@ from typing import Any, Dict, List
 
 from .workloads import TARGETS, WORKLOADS, parse_workloads
 
-__all__ = ["register", "run_command"]
+__all__ = ["register", "run_command", "parse_sizes"]
+
+
+def parse_sizes(spec: str) -> List[int]:
+    """``"100k,1M,10M"`` -> [100000, 1000000, 10000000] (a plain number counts entries too)."""
+    sizes = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        factor = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(part[-1].lower(), 1)
+        digits = part[:-1] if factor != 1 else part
+        try:
+            value = int(float(digits) * factor)
+        except ValueError:
+            raise ValueError(f"bad size {part!r} (use e.g. 100k, 1M, 10M)") from None
+        if value <= 0:
+            raise ValueError(f"bad size {part!r}: must be positive")
+        sizes.append(value)
+    if not sizes:
+        raise ValueError("no size given")
+    return sizes
 
 # option name -> (BenchConfig field, help)
 _SIZES = {
@@ -23,6 +44,11 @@ _SIZES = {
     "writes-per-writer": ("writes_per_writer", "entries each concurrent writer appends (default 25)"),
     "truncate-ops": ("truncate_ops", "truncate calls per repetition (default 10)"),
     "purge-ops": ("purge_ops", "purge calls per repetition (default 10)"),
+    "steady-warmup": ("steady_warmup", "append-steady: flushed batches written before the clock starts (default 10)"),
+    "leader-batches": ("leader_batches", "leader: durable batches per repetition (default 200, 40 with --quick)"),
+    "follower-rounds": ("follower_rounds", "follower: append + replace rounds per repetition (default 200, 50 with --quick)"),
+    "follower-suffix": ("follower_suffix", "follower: conflicting entries replaced per round (default 16)"),
+    "snapshot-every": ("snapshot_every", "snapshot: entries between purges (default 10000, 5000 with --quick)"),
     "repeat": ("repeat", "repetitions; every figure is their median (default 5, 3 with --quick)"),
     "seed": ("seed", "seed of the generated payloads and read positions"),
 }
@@ -45,6 +71,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--workloads", help="comma-separated workloads (default: all)")
     for option, (_field, text) in _SIZES.items():
         parser.add_argument(f"--{option}", type=int, default=None, help=text)
+    parser.add_argument("--scale", metavar="SIZES",
+                        help="recovery-scale log sizes, e.g. 100k,1M,10M (default 100k,1M; 10k,100k with --quick)")
+    parser.add_argument("--filesystems", metavar="LIST",
+                        help="run everything once per file system, each on a fresh loop-mounted image (or tmpfs), "
+                        "e.g. ext4,xfs,btrfs,tmpfs; needs root (a file system that cannot be mounted is skipped)")
+    parser.add_argument("--fs-size", metavar="SIZE",
+                        help="size of each file system image, e.g. 8G (default: 4G, more for a large --scale); "
+                        "images are sparse files")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and 3 repetitions (a smoke run); explicit sizes still apply")
     parser.add_argument("--no-baseline", action="store_true", help="leave out the raw file baseline")
@@ -69,6 +103,8 @@ def _config_from(args: argparse.Namespace) -> Any:
     if args.engines:
         values["engines"] = [e.strip() for e in args.engines.split(",") if e.strip()]
     values["workloads"] = parse_workloads(args.workloads)
+    if args.scale:
+        values["scales"] = parse_sizes(args.scale)
     values["baseline"] = not args.no_baseline
     if args.workdir:
         values["workdir"] = args.workdir

@@ -14,6 +14,7 @@ __all__ = ["format_value", "format_table", "evaluate_targets", "format_targets",
 
 _BASELINE_LABELS = {
     "append": "raw os.write",
+    "append-steady": "raw os.write",
     "range": "raw os.pread",
     "single": "raw os.pread",
     "durable": "raw os.write+fdatasync",
@@ -64,6 +65,26 @@ def _spread(samples: List[float]) -> str:
     return f"±{(ordered[-1] - ordered[0]) / 2 / abs(median) * 100:.0f}%"
 
 
+def _median_of(details: List[Dict[str, Any]], key: str) -> Optional[float]:
+    values = sorted(d[key] for d in details if d.get(key) is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def _count(n: int) -> str:
+    """10000 -> "10k", 1000000 -> "1M"."""
+    for limit, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if n >= limit and n % limit == 0:
+            return f"{n // limit}{suffix}"
+    return f"{n:,}"
+
+
+def _mib(value: float) -> str:
+    return f"{'+' if value >= 0 else ''}{value / (1 << 20):.1f} MiB"
+
+
 def _label(engine: str, workload: str) -> str:
     if engine == BASELINE:
         return _BASELINE_LABELS.get(workload, "raw file")
@@ -99,6 +120,33 @@ def _extra(workload: str, result: Any) -> str:
         secs = sorted(d["seconds"] / d["calls"] for d in details if d.get("calls"))
         if secs:
             return f"{_seconds(secs[len(secs) // 2])}/call"
+    if workload == "leader":
+        p50 = _median_of(details, "flush_median_seconds")
+        p99 = _median_of(details, "flush_p99_seconds")
+        readers = _median_of(details, "follower_entries_per_second")
+        parts = []
+        if p50 is not None and p99 is not None:
+            parts.append(f"flush p50 {_seconds(p50)} p99 {_seconds(p99)}")
+        if readers is not None:
+            parts.append(f"followers {_si(readers)}/s")
+        return ", ".join(parts)
+    if workload == "follower":
+        per_round = _median_of(details, "seconds_per_round")
+        if per_round is not None:
+            return f"{_seconds(per_round)}/round"
+    if workload == "snapshot":
+        purge = _median_of(details, "purge_median_seconds")
+        if purge is not None:
+            return f"purge {_seconds(purge)}/call"
+    if workload == "recovery-scale":
+        parts = []
+        for scale in sorted({d["scale"] for d in details if "scale" in d}):
+            rows = [d for d in details if d.get("scale") == scale]
+            secs = _median_of(rows, "seconds")
+            rss = _median_of(rows, "rss_delta")
+            if secs is not None and rss is not None:
+                parts.append(f"{_count(scale)}: {_seconds(secs)} RSS {_mib(rss)}")
+        return ", ".join(parts)
     if workload == "memory":
         rss = sorted(d["peak_rss_delta"] for d in details if "peak_rss_delta" in d)
         if rss:
