@@ -88,6 +88,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--chart", metavar="FILE", help="write a PNG bar chart (needs matplotlib)")
     parser.add_argument("--fail-on-miss", action="store_true",
                         help="exit with status 3 when a speed target is missed")
+    parser.add_argument("--headline", action="store_true",
+                        help="also print the README's summary table (steady-state appends first) as Markdown")
     parser.add_argument("--list", action="store_true", help="list engines and workloads, then exit")
     parser.set_defaults(handler=run_command)
 
@@ -133,6 +135,58 @@ def _list() -> int:
     return 0
 
 
+def _invalid(results: Any) -> List[str]:
+    """``engine/workload (why)`` for every result with wrong data or an error."""
+    failed: List[str] = []
+    for engine, per in results.results.items():
+        for workload, result in per.items():
+            if result.status in ("wrong", "error"):
+                failed.append(f"{engine}/{workload} ({'wrong data' if result.status == 'wrong' else 'error'})")
+    return failed
+
+
+def _missed_target(results: Any) -> bool:
+    from .report import evaluate_targets
+
+    return any(row["met"] is False for row in evaluate_targets(results))
+
+
+def _run_filesystems(args: argparse.Namespace, config: Any) -> int:
+    from . import loopfs
+    from .filesystems import parse_filesystems, run_on_filesystems
+    from .report import format_filesystems, write_filesystem_chart
+
+    try:
+        names = parse_filesystems(args.filesystems)
+        size = loopfs.parse_size(args.fs_size) if args.fs_size else None
+    except ValueError as exc:
+        print(f"fastlog bench: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run = run_on_filesystems(config, names, image_size=size, parent=args.workdir, progress=sys.stderr)
+    except ValueError as exc:
+        print(f"fastlog bench: {exc}", file=sys.stderr)
+        return 2
+    print(format_filesystems(run))
+    sys.stdout.flush()
+    if args.json:
+        run.write_json(args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.chart:
+        problem = write_filesystem_chart(run, args.chart)
+        print(problem if problem else f"wrote {args.chart}", file=sys.stderr)
+    failed = [f"{fs}: {item}" for fs, results in run.results.items() for item in _invalid(results)]
+    if failed:
+        print("fastlog bench: these results are not valid: " + ", ".join(failed), file=sys.stderr)
+        return 1
+    if not run.results:
+        print("fastlog bench: no file system could be mounted", file=sys.stderr)
+        return 1
+    if args.fail_on_miss and any(_missed_target(r) for r in run.results.values()):
+        return 3
+    return 0
+
+
 def run_command(args: argparse.Namespace) -> int:
     if args.list:
         return _list()
@@ -145,6 +199,8 @@ def run_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fastlog bench: {exc}", file=sys.stderr)
         return 2
+    if args.filesystems:
+        return _run_filesystems(args, config)
     try:
         results = run_bench(config, progress=sys.stderr)
     except ValueError as exc:  # e.g. an unknown engine name
@@ -155,6 +211,11 @@ def run_command(args: argparse.Namespace) -> int:
     if targets:
         print()
         print(targets)
+    if args.headline:
+        from .report import format_headline
+
+        print()
+        print(format_headline(results))
     sys.stdout.flush()
     if args.json:
         results.write_json(args.json)
@@ -162,18 +223,10 @@ def run_command(args: argparse.Namespace) -> int:
     if args.chart:
         problem = write_chart(results, args.chart)
         print(problem if problem else f"wrote {args.chart}", file=sys.stderr)
-    status = 0
-    failed: List[str] = []
-    for engine, per in results.results.items():
-        for workload, result in per.items():
-            if result.status in ("wrong", "error"):
-                failed.append(f"{engine}/{workload} ({'wrong data' if result.status == 'wrong' else 'error'})")
+    failed = _invalid(results)
     if failed:
         print("fastlog bench: these results are not valid: " + ", ".join(failed), file=sys.stderr)
-        status = 1
-    if status == 0 and args.fail_on_miss:
-        from .report import evaluate_targets
-
-        if any(row["met"] is False for row in evaluate_targets(results)):
-            status = 3
-    return status
+        return 1
+    if args.fail_on_miss and _missed_target(results):
+        return 3
+    return 0
