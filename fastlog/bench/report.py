@@ -525,7 +525,7 @@ def write_filesystem_chart(run: Any, path: str) -> Optional[str]:
                 v = r.median if r is not None and r.median is not None else 0.0
                 values.append(v / (1 << 20) if workload.unit == "B" else v)
             scale_values += [v for v in values if v > 0]
-            ys = [len(engines) - 1 - i + (k - (len(names) - 1) / 2) * bar for i in range(len(engines))]
+            ys = [len(engines) - 1 - i - (k - (len(names) - 1) / 2) * bar for i in range(len(engines))]
             ax.barh(ys, values, height=bar, color=colours[k % len(colours)], label=fstype)
         ax.set_yticks(range(len(engines)))
         ax.set_yticklabels([_label(e, workload.id) for e in engines][::-1])
