@@ -68,13 +68,16 @@ def _is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def check(fstype: str, *, is_root: Callable[[], bool] = _is_root,
-          which: Callable[[str], Optional[str]] = shutil.which) -> Optional[str]:
+def check(fstype: str, *, is_root: Optional[Callable[[], bool]] = None,
+          which: Optional[Callable[[str], Optional[str]]] = None) -> Optional[str]:
     """None when ``fstype`` can be mounted here, else one line saying why not.
 
-    ``is_root`` and ``which`` exist so the refusal paths can be exercised
-    without root or with a tool "missing".
+    ``is_root`` and ``which`` (default: the effective uid is 0, ``shutil.which``)
+    exist so the refusal paths can be exercised without root or with a tool
+    "missing".
     """
+    is_root = is_root or _is_root
+    which = which or shutil.which
     if fstype not in FILESYSTEMS:
         return f"unknown file system {fstype!r} (choose from {', '.join(FILESYSTEMS)})"
     if not is_root():

@@ -118,7 +118,7 @@ class BenchConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be positive")
-        if self.follower_suffix > self.durable_batch:
+        if "follower" in self.workloads and self.follower_suffix > self.durable_batch:
             raise ValueError(
                 f"follower-suffix {self.follower_suffix} is larger than a batch ({self.durable_batch} entries)"
             )
