@@ -338,6 +338,17 @@ def test_raft_workloads_flag_a_broken_engine(tmp_path, broken, workload):
     assert results.get(subject.name, workload).status in ("wrong", "error"), results.get(subject.name, workload)
 
 
+def test_recovery_scale_keeps_to_its_time_budget(tmp_path):
+    config = raft_config(engines=["fastlog"], workloads=["recovery-scale"], recovery_budget=1e-6,
+                         workdir=str(tmp_path))
+    result = run_bench(config, progress=None).get("fastlog", "recovery-scale")
+    assert result.status == "n/a" and "700 entries skipped" in result.unavailable
+    assert "budget" in result.unavailable and "measured 300:" in result.unavailable
+    assert [d["scale"] for d in result.details] == [300]
+    with pytest.raises(ValueError):
+        tiny_config(recovery_budget=-1).validate()
+
+
 def test_recovery_probe_flags_a_log_that_differs(tmp_path):
     """The reopen probe compares the log with what was written: a log short of entries is wrong data."""
     from fastlog.bench.runner import _Runner, _Progress

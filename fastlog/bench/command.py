@@ -73,6 +73,9 @@ def register(subparsers: Any) -> None:
         parser.add_argument(f"--{option}", type=int, default=None, help=text)
     parser.add_argument("--scale", metavar="SIZES",
                         help="recovery-scale log sizes, e.g. 100k,1M,10M (default 100k,1M; 10k,100k with --quick)")
+    parser.add_argument("--recovery-budget", type=float, metavar="SECONDS",
+                        help="recovery-scale: seconds one engine may spend on all sizes; a size that would "
+                        "exceed it is skipped and said so (default 120; 0: no limit)")
     parser.add_argument("--filesystems", metavar="LIST",
                         help="run everything once per file system, each on a fresh loop-mounted image (or tmpfs), "
                         "e.g. ext4,xfs,btrfs,tmpfs; needs root (a file system that cannot be mounted is skipped)")
@@ -107,6 +110,8 @@ def _config_from(args: argparse.Namespace) -> Any:
     values["workloads"] = parse_workloads(args.workloads)
     if args.scale:
         values["scales"] = parse_sizes(args.scale)
+    if args.recovery_budget is not None:
+        values["recovery_budget"] = args.recovery_budget
     values["baseline"] = not args.no_baseline
     if args.workdir:
         values["workdir"] = args.workdir

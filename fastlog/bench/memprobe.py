@@ -20,6 +20,11 @@ What is measured (Linux ``/proc``):
 
 ``tracemalloc`` is not used: it sees only Python's allocator, not memory a C
 library allocates.
+
+With ``--reopen`` it instead reopens an existing log of ``--entries`` entries
+(written from :class:`fastlog.bench.data.PayloadPool`), timing ``open()`` +
+``last_index()`` and reporting the resident memory the reopen added; the
+recovery-scale workload runs it once per repetition and size.
 """
 from __future__ import annotations
 

@@ -84,6 +84,7 @@ class BenchConfig:
     follower_suffix: int = 16  # stale entries replaced per follower round
     snapshot_every: int = 10_000  # entries between two purges in the snapshot workload
     scales: List[int] = field(default_factory=lambda: list(DEFAULT_SCALES))  # recovery-scale log sizes
+    recovery_budget: float = 120.0  # seconds per engine for recovery-scale; 0: no limit
     repeat: int = 5
     baseline: bool = True  # include the raw file baseline when engines is None
     seed: int = 20240601
@@ -122,6 +123,8 @@ class BenchConfig:
             raise ValueError(
                 f"follower-suffix {self.follower_suffix} is larger than a batch ({self.durable_batch} entries)"
             )
+        if self.recovery_budget < 0:
+            raise ValueError("recovery-budget must not be negative")
         if not self.scales or any(n <= 0 for n in self.scales):
             raise ValueError("every --scale must be a positive number of entries")
         if self.truncate_ops < 0 or self.purge_ops < 0:
@@ -301,6 +304,16 @@ def _sync_count(store: Any) -> Optional[int]:
     if flusher is not None and isinstance(getattr(flusher, "syncs", None), int):
         return flusher.syncs
     return None
+
+
+def _scale_summary(details: List[Dict[str, Any]], scale: int) -> str:
+    """"100,000: 24.4 ms" from the recovery-scale details of one size."""
+    from .report import _seconds
+
+    times = sorted(d["seconds"] for d in details if d.get("scale") == scale)
+    if not times:
+        return f"{scale:,}: -"
+    return f"{scale:,}: {_seconds(times[len(times) // 2])}"
 
 
 def _disk_usage(path: str) -> Dict[str, int]:
@@ -854,8 +867,24 @@ class _Runner:
         cfg = self.config
         pool = PayloadPool(cfg.entry_size, cfg.seed)
         largest = max(cfg.scales)
-        for scale in sorted(cfg.scales):
+        scales = sorted(cfg.scales)
+        started = time.perf_counter()
+        for position, scale in enumerate(scales):
+            if position and cfg.recovery_budget:
+                # Writing and reopening grow about linearly with the log: skip a
+                # size that would take the engine past its time budget.
+                previous = scales[position - 1]
+                spent = time.perf_counter() - started
+                projected = last_scale_seconds * scale / previous
+                if spent + projected > cfg.recovery_budget:
+                    done = ", ".join(_scale_summary(rec.per["recovery-scale"].details, s) for s in scales[:position])
+                    rec.unavailable(
+                        "recovery-scale",
+                        f"{scale:,} entries skipped: about {projected:.0f} s more, over the "
+                        f"{cfg.recovery_budget:.0f} s budget (--recovery-budget); measured {done}")
+                    return
             where = os.path.join(path, f"scale-{scale}")
+            scale_started = time.perf_counter()
             try:
                 fill_seconds = loop.run_until_complete(self._fill(subject, where, scale, pool))
                 runs = []
@@ -878,6 +907,7 @@ class _Runner:
                                                               rec.per["recovery-scale"].median)
             finally:
                 shutil.rmtree(where, ignore_errors=True)
+            last_scale_seconds = time.perf_counter() - scale_started
 
     async def _fill(self, subject: Subject, path: str, count: int, pool: PayloadPool) -> float:
         step = self.config.batch_size
