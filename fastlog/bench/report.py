@@ -152,10 +152,10 @@ def _extra(workload: str, result: Any) -> str:
         parts = []
         for scale in sorted({d["scale"] for d in details if "scale" in d}):
             rows = [d for d in details if d.get("scale") == scale]
-            secs = _median_of(rows, "seconds")
-            rss = _median_of(rows, "rss_delta")
-            if secs is not None and rss is not None:
-                parts.append(f"{_count(scale)}: {_seconds(secs)} RSS {_mib(rss)}")
+            reopen = _median_of(rows, "seconds")
+            added = _median_of(rows, "rss_delta")
+            if reopen is not None and added is not None:
+                parts.append(f"{_count(scale)}: {_seconds(reopen)} RSS {_mib(added)}")
         return ", ".join(parts)
     if workload == "memory":
         rss = sorted(d["peak_rss_delta"] for d in details if "peak_rss_delta" in d)

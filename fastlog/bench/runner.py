@@ -869,6 +869,7 @@ class _Runner:
         largest = max(cfg.scales)
         scales = sorted(cfg.scales)
         started = time.perf_counter()
+        last_scale_seconds = 0.0
         for position, scale in enumerate(scales):
             if position and cfg.recovery_budget:
                 # Writing and reopening grow about linearly with the log: skip a
