@@ -567,7 +567,9 @@ def format_headline(results: "BenchResults") -> str:
         peer = _best_peer(results, workload_id)
         peer_text = ""
         if peer is not None:
-            peer_text = f"{peer[0]} {format_value(workload, peer[1])} ({workload.speedup(mine, peer[1]):.1f}x)"
+            ratio = workload.speedup(mine, peer[1])
+            peer_text = f"{peer[0]} {format_value(workload, peer[1])} ({ratio:.1f}x)" if ratio >= 0.95 else \
+                f"{peer[0]} {format_value(workload, peer[1])} ({ratio:.2f}x)"
         raw = _ok_median(results, BASELINE, workload_id)
         raw_text = f"{_BASELINE_LABELS.get(workload_id, 'raw')} {format_value(workload, raw)}" if raw is not None else ""
         title = workload.title

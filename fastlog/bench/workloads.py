@@ -62,7 +62,7 @@ _ALL: List[Workload] = [
         "are stale, then replace_range() of those last entries with the leader's; net entries/s.",
     ),
     Workload(
-        "snapshot", "appends with a purge every --snapshot-every entries", "entries/s", True,
+        "snapshot", "snapshot: appends, a purge every --snapshot-every entries", "entries/s", True,
         "appends --entries entries in batches of --batch-size; each time another --snapshot-every "
         "entries are in, purge() everything up to the previous such point.",
     ),
