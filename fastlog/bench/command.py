@@ -34,7 +34,8 @@ def parse_sizes(spec: str) -> List[int]:
 _SIZES = {
     "entry-size": ("entry_size", "payload bytes per entry (default 256)"),
     "batch-size": ("batch_size", "entries per batch for appends; also entries per truncate/purge call (default 1000)"),
-    "entries": ("entries", "entries in the log the append, read, truncate and purge workloads use (default 100000)"),
+    "entries": ("entries", "entries in the log the append, read, truncate and purge workloads use; also what "
+                "append-steady times and snapshot appends (default 100000)"),
     "range-size": ("range_size", "entries per range read (default 10000)"),
     "range-reads": ("range_reads", "range reads per repetition (default 30)"),
     "single-reads": ("single_reads", "random single reads per repetition (default 50000)"),

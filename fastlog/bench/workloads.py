@@ -31,8 +31,9 @@ class Workload:
 _ALL: List[Workload] = [
     Workload(
         "append", "batched appends", "entries/s", True,
-        "persist_entries() of pre-built batches of --batch-size entries of --entry-size bytes, "
-        "no flush and no fsync, until the log holds --entries entries.",
+        "persist_entries() of pre-built batches of --batch-size entries of --entry-size bytes "
+        "into a brand-new, never-flushed log, no flush and no fsync, until it holds --entries "
+        "entries (append-steady is the same on a log that has been flushed).",
     ),
     Workload(
         "append-steady", "batched appends, steady state", "entries/s", True,
