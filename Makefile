@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 EXTRAS := test,peers,chart,pysyncobj,profile,dev
 CMAKE_BUILD := build/cmake
 
-.PHONY: all venv build typecheck test test-c test-ext test-py bench bench-ci profile fuzz asan fs-tools clean
+.PHONY: all venv build typecheck test test-c test-ext test-py bench bench-ci perf-gate profile fuzz asan fs-tools clean
 
 all: build
 
@@ -39,7 +39,7 @@ test-py: build
 # CI fuzzes the C decoder for a bounded time (FUZZ_SECONDS) as part of the suite.
 FUZZ_SECONDS ?= 30
 
-test: build test-c asan fuzz test-ext test-py
+test: build test-c asan fuzz test-ext test-py perf-gate
 
 bench: build
 	$(PY) -m fastlog bench --json bench-results/bench.json --chart bench-results/bench.png
@@ -48,6 +48,12 @@ bench-ci: build
 	mkdir -p bench-results
 	FASTLOG_REQUIRE_EXTENSION=1 $(PY) -m pytest bench -q -p no:cacheprovider --benchmark-only \
 	    --benchmark-json=bench-results/benchmark.json
+
+# Fails when fastlog's speed ratios (against the raw file and LMDB, same run) drop more than a
+# third below those recorded in bench/gate.json; about half a minute (docs/benchmarks.md).
+perf-gate: build
+	mkdir -p bench-results
+	FASTLOG_REQUIRE_EXTENSION=1 $(PY) -m fastlog.bench.gate bench/gate.json --json bench-results/perf-gate.json
 
 profile: build
 	mkdir -p profile

@@ -7,13 +7,35 @@ from typing import Any, Dict, List
 
 from .workloads import TARGETS, WORKLOADS, parse_workloads
 
-__all__ = ["register", "run_command"]
+__all__ = ["register", "run_command", "parse_sizes"]
+
+
+def parse_sizes(spec: str) -> List[int]:
+    """``"100k,1M,10M"`` -> [100000, 1000000, 10000000] (a plain number counts entries too)."""
+    sizes = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        factor = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(part[-1].lower(), 1)
+        digits = part[:-1] if factor != 1 else part
+        try:
+            value = int(float(digits) * factor)
+        except ValueError:
+            raise ValueError(f"bad size {part!r} (use e.g. 100k, 1M, 10M)") from None
+        if value <= 0:
+            raise ValueError(f"bad size {part!r}: must be positive")
+        sizes.append(value)
+    if not sizes:
+        raise ValueError("no size given")
+    return sizes
 
 # option name -> (BenchConfig field, help)
 _SIZES = {
     "entry-size": ("entry_size", "payload bytes per entry (default 256)"),
     "batch-size": ("batch_size", "entries per batch for appends; also entries per truncate/purge call (default 1000)"),
-    "entries": ("entries", "entries in the log the append, read, truncate and purge workloads use (default 100000)"),
+    "entries": ("entries", "entries in the log the append, read, truncate and purge workloads use; also what "
+                "append-steady times and snapshot appends (default 100000)"),
     "range-size": ("range_size", "entries per range read (default 10000)"),
     "range-reads": ("range_reads", "range reads per repetition (default 30)"),
     "single-reads": ("single_reads", "random single reads per repetition (default 50000)"),
@@ -23,6 +45,11 @@ _SIZES = {
     "writes-per-writer": ("writes_per_writer", "entries each concurrent writer appends (default 25)"),
     "truncate-ops": ("truncate_ops", "truncate calls per repetition (default 10)"),
     "purge-ops": ("purge_ops", "purge calls per repetition (default 10)"),
+    "steady-warmup": ("steady_warmup", "append-steady: flushed batches written before the clock starts (default 10)"),
+    "leader-batches": ("leader_batches", "leader: durable batches per repetition (default 200, 40 with --quick)"),
+    "follower-rounds": ("follower_rounds", "follower: append + replace rounds per repetition (default 200, 50 with --quick)"),
+    "follower-suffix": ("follower_suffix", "follower: conflicting entries replaced per round (default 16)"),
+    "snapshot-every": ("snapshot_every", "snapshot: entries between purges (default 10000, 5000 with --quick)"),
     "repeat": ("repeat", "repetitions; every figure is their median (default 5, 3 with --quick)"),
     "seed": ("seed", "seed of the generated payloads and read positions"),
 }
@@ -45,6 +72,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--workloads", help="comma-separated workloads (default: all)")
     for option, (_field, text) in _SIZES.items():
         parser.add_argument(f"--{option}", type=int, default=None, help=text)
+    parser.add_argument("--scale", metavar="SIZES",
+                        help="recovery-scale log sizes, e.g. 100k,1M,10M (default 100k,1M; 10k,100k with --quick)")
+    parser.add_argument("--recovery-budget", type=float, metavar="SECONDS",
+                        help="recovery-scale: seconds one engine may spend on all sizes; a size that would "
+                        "exceed it is skipped and said so (default 120; 0: no limit)")
+    parser.add_argument("--filesystems", metavar="LIST",
+                        help="run everything once per file system, each on a fresh loop-mounted image (or tmpfs), "
+                        "e.g. ext4,xfs,btrfs,tmpfs; needs root (a file system that cannot be mounted is skipped)")
+    parser.add_argument("--fs-size", metavar="SIZE",
+                        help="size of each file system image, e.g. 8G (default: 4G, more for a large --scale); "
+                        "images are sparse files")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes and 3 repetitions (a smoke run); explicit sizes still apply")
     parser.add_argument("--no-baseline", action="store_true", help="leave out the raw file baseline")
@@ -54,6 +92,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--chart", metavar="FILE", help="write a PNG bar chart (needs matplotlib)")
     parser.add_argument("--fail-on-miss", action="store_true",
                         help="exit with status 3 when a speed target is missed")
+    parser.add_argument("--headline", action="store_true",
+                        help="also print the README's summary table (steady-state appends first) as Markdown")
     parser.add_argument("--list", action="store_true", help="list engines and workloads, then exit")
     parser.set_defaults(handler=run_command)
 
@@ -69,6 +109,10 @@ def _config_from(args: argparse.Namespace) -> Any:
     if args.engines:
         values["engines"] = [e.strip() for e in args.engines.split(",") if e.strip()]
     values["workloads"] = parse_workloads(args.workloads)
+    if args.scale:
+        values["scales"] = parse_sizes(args.scale)
+    if args.recovery_budget is not None:
+        values["recovery_budget"] = args.recovery_budget
     values["baseline"] = not args.no_baseline
     if args.workdir:
         values["workdir"] = args.workdir
@@ -97,6 +141,58 @@ def _list() -> int:
     return 0
 
 
+def _invalid(results: Any) -> List[str]:
+    """``engine/workload (why)`` for every result with wrong data or an error."""
+    failed: List[str] = []
+    for engine, per in results.results.items():
+        for workload, result in per.items():
+            if result.status in ("wrong", "error"):
+                failed.append(f"{engine}/{workload} ({'wrong data' if result.status == 'wrong' else 'error'})")
+    return failed
+
+
+def _missed_target(results: Any) -> bool:
+    from .report import evaluate_targets
+
+    return any(row["met"] is False for row in evaluate_targets(results))
+
+
+def _run_filesystems(args: argparse.Namespace, config: Any) -> int:
+    from . import loopfs
+    from .filesystems import parse_filesystems, run_on_filesystems
+    from .report import format_filesystems, write_filesystem_chart
+
+    try:
+        names = parse_filesystems(args.filesystems)
+        size = loopfs.parse_size(args.fs_size) if args.fs_size else None
+    except ValueError as exc:
+        print(f"fastlog bench: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run = run_on_filesystems(config, names, image_size=size, parent=args.workdir, progress=sys.stderr)
+    except ValueError as exc:
+        print(f"fastlog bench: {exc}", file=sys.stderr)
+        return 2
+    print(format_filesystems(run))
+    sys.stdout.flush()
+    if args.json:
+        run.write_json(args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.chart:
+        problem = write_filesystem_chart(run, args.chart)
+        print(problem if problem else f"wrote {args.chart}", file=sys.stderr)
+    failed = [f"{fs}: {item}" for fs, results in run.results.items() for item in _invalid(results)]
+    if failed:
+        print("fastlog bench: these results are not valid: " + ", ".join(failed), file=sys.stderr)
+        return 1
+    if not run.results:
+        print("fastlog bench: no file system could be mounted", file=sys.stderr)
+        return 1
+    if args.fail_on_miss and any(_missed_target(r) for r in run.results.values()):
+        return 3
+    return 0
+
+
 def run_command(args: argparse.Namespace) -> int:
     if args.list:
         return _list()
@@ -109,6 +205,8 @@ def run_command(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"fastlog bench: {exc}", file=sys.stderr)
         return 2
+    if args.filesystems:
+        return _run_filesystems(args, config)
     try:
         results = run_bench(config, progress=sys.stderr)
     except ValueError as exc:  # e.g. an unknown engine name
@@ -119,6 +217,11 @@ def run_command(args: argparse.Namespace) -> int:
     if targets:
         print()
         print(targets)
+    if args.headline:
+        from .report import format_headline
+
+        print()
+        print(format_headline(results))
     sys.stdout.flush()
     if args.json:
         results.write_json(args.json)
@@ -126,18 +229,10 @@ def run_command(args: argparse.Namespace) -> int:
     if args.chart:
         problem = write_chart(results, args.chart)
         print(problem if problem else f"wrote {args.chart}", file=sys.stderr)
-    status = 0
-    failed: List[str] = []
-    for engine, per in results.results.items():
-        for workload, result in per.items():
-            if result.status in ("wrong", "error"):
-                failed.append(f"{engine}/{workload} ({'wrong data' if result.status == 'wrong' else 'error'})")
+    failed = _invalid(results)
     if failed:
         print("fastlog bench: these results are not valid: " + ", ".join(failed), file=sys.stderr)
-        status = 1
-    if status == 0 and args.fail_on_miss:
-        from .report import evaluate_targets
-
-        if any(row["met"] is False for row in evaluate_targets(results)):
-            status = 3
-    return status
+        return 1
+    if args.fail_on_miss and _missed_target(results):
+        return 3
+    return 0

@@ -110,3 +110,29 @@ class Dataset:
     def drop_entries(self) -> None:
         """Forget the built entry objects (payloads stay)."""
         self._entries.clear()
+
+
+class PayloadPool:
+    """Payloads for logs too large to keep in memory (the recovery-scale workload).
+
+    Entry ``i`` gets payload ``pool[(i * 7919) % size]``: deterministic from
+    the seed, so a child process can rebuild any entry without the parent's
+    data, while neighbouring entries still differ.
+    """
+
+    STRIDE = 7919  # a prime: consecutive indexes land far apart in the pool
+
+    def __init__(self, entry_size: int, seed: int, size: int = 4096):
+        blob = random.Random(seed).randbytes(size * entry_size)
+        self.payloads: List[bytes] = [blob[i * entry_size:(i + 1) * entry_size] for i in range(size)]
+
+    def payload(self, index: int) -> bytes:
+        return self.payloads[(index * self.STRIDE) % len(self.payloads)]
+
+    def batch(self, entry_class: type, first: int, count: int) -> List[Any]:
+        """Entries ``first .. first + count - 1`` as ``entry_class`` objects."""
+        payloads, stride, size = self.payloads, self.STRIDE, len(self.payloads)
+        return [
+            entry_class(i, term_of(i), payloads[(i * stride) % size], kind_of(i))
+            for i in range(first, first + count)
+        ]

@@ -10,10 +10,21 @@ from .workloads import TARGETS, WORKLOADS, Target, Workload
 if TYPE_CHECKING:  # pragma: no cover
     from .runner import BenchResults
 
-__all__ = ["format_value", "format_table", "evaluate_targets", "format_targets", "write_chart"]
+__all__ = [
+    "format_value",
+    "format_table",
+    "evaluate_targets",
+    "format_targets",
+    "write_chart",
+    "filesystem_comparison",
+    "format_filesystems",
+    "write_filesystem_chart",
+    "format_headline",
+]
 
 _BASELINE_LABELS = {
     "append": "raw os.write",
+    "append-steady": "raw os.write",
     "range": "raw os.pread",
     "single": "raw os.pread",
     "durable": "raw os.write+fdatasync",
@@ -64,6 +75,26 @@ def _spread(samples: List[float]) -> str:
     return f"±{(ordered[-1] - ordered[0]) / 2 / abs(median) * 100:.0f}%"
 
 
+def _median_of(details: List[Dict[str, Any]], key: str) -> Optional[float]:
+    values = sorted(d[key] for d in details if d.get(key) is not None)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def _count(n: int) -> str:
+    """10000 -> "10k", 1000000 -> "1M"."""
+    for limit, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if n >= limit and n % limit == 0:
+            return f"{n // limit}{suffix}"
+    return f"{n:,}"
+
+
+def _mib(value: float) -> str:
+    return f"{'+' if value >= 0 else ''}{value / (1 << 20):.1f} MiB"
+
+
 def _label(engine: str, workload: str) -> str:
     if engine == BASELINE:
         return _BASELINE_LABELS.get(workload, "raw file")
@@ -99,6 +130,33 @@ def _extra(workload: str, result: Any) -> str:
         secs = sorted(d["seconds"] / d["calls"] for d in details if d.get("calls"))
         if secs:
             return f"{_seconds(secs[len(secs) // 2])}/call"
+    if workload == "leader":
+        p50 = _median_of(details, "flush_median_seconds")
+        p99 = _median_of(details, "flush_p99_seconds")
+        readers = _median_of(details, "follower_entries_per_second")
+        parts = []
+        if p50 is not None and p99 is not None:
+            parts.append(f"flush p50 {_seconds(p50)} p99 {_seconds(p99)}")
+        if readers is not None:
+            parts.append(f"followers {_si(readers)}/s")
+        return ", ".join(parts)
+    if workload == "follower":
+        per_round = _median_of(details, "seconds_per_round")
+        if per_round is not None:
+            return f"{_seconds(per_round)}/round"
+    if workload == "snapshot":
+        purge = _median_of(details, "purge_median_seconds")
+        if purge is not None:
+            return f"purge {_seconds(purge)}/call"
+    if workload == "recovery-scale":
+        parts = []
+        for scale in sorted({d["scale"] for d in details if "scale" in d}):
+            rows = [d for d in details if d.get("scale") == scale]
+            reopen = _median_of(rows, "seconds")
+            added = _median_of(rows, "rss_delta")
+            if reopen is not None and added is not None:
+                parts.append(f"{_count(scale)}: {_seconds(reopen)} RSS {_mib(added)}")
+        return ", ".join(parts)
     if workload == "memory":
         rss = sorted(d["peak_rss_delta"] for d in details if "peak_rss_delta" in d)
         if rss:
@@ -338,3 +396,184 @@ def write_chart(results: "BenchResults", path: str) -> Optional[str]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
+
+
+# -- one run per file system ------------------------------------------------------------
+
+
+def _best_peer(results: "BenchResults", workload_id: str) -> Optional[Tuple[str, float]]:
+    workload = WORKLOADS[workload_id]
+    peers = [(s.name, _ok_median(results, s.name, workload_id)) for s in results.subjects if s.is_peer]
+    valid = [(name, value) for name, value in peers if value is not None]
+    if not valid:
+        return None
+    pick = max if workload.higher_is_better else min
+    return pick(valid, key=lambda p: p[1])
+
+
+def filesystem_comparison(run: Any) -> List[Dict[str, Any]]:
+    """Per workload and file system: fastlog's median and its ratio to the best peer and to raw.
+
+    Ratios are oriented like the targets: above 1 means fastlog is better.
+    """
+    rows: List[Dict[str, Any]] = []
+    for workload_id in run.config.workloads:
+        workload = WORKLOADS[workload_id]
+        per_fs: Dict[str, Any] = {}
+        for fstype, results in run.results.items():
+            mine = _ok_median(results, REFERENCE, workload_id)
+            cell: Dict[str, Any] = {"fastlog": mine}
+            peer = _best_peer(results, workload_id)
+            if mine is not None and peer is not None:
+                cell["best_peer"], cell["best_peer_value"] = peer
+                cell["vs_best_peer"] = workload.speedup(mine, peer[1])
+            raw = _ok_median(results, BASELINE, workload_id)
+            if mine is not None and raw is not None:
+                cell["raw"] = raw
+                cell["vs_raw"] = workload.speedup(mine, raw)
+            per_fs[fstype] = cell
+        rows.append({"workload": workload_id, "title": workload.title, "filesystems": per_fs})
+    return rows
+
+
+def format_filesystems(run: Any) -> str:
+    """One table per file system, then fastlog's ratios side by side."""
+    parts: List[str] = []
+    for fstype, results in run.results.items():
+        parts.append(f"===== {fstype} =====")
+        parts.append(format_table(results))
+        targets = format_targets(results)
+        if targets:
+            parts.append("")
+            parts.append(targets)
+        parts.append("")
+    for fstype, reason in run.skipped.items():
+        parts.append(f"skipped file system {fstype}: {reason}")
+    if not run.results:
+        return "\n".join(parts)
+    names = list(run.results)
+    width = 26
+    parts.append("")
+    parts.append("fastlog per file system: its median, then fastlog / best peer and fastlog / raw file "
+                 "(above 1.00x: fastlog better)")
+    header = f"  {'workload':<15}" + "".join(f"{fs:>{width}}" for fs in names)
+    parts.append(header)
+    for row in filesystem_comparison(run):
+        workload = WORKLOADS[row["workload"]]
+        cells = []
+        for fs in names:
+            cell = row["filesystems"][fs]
+            if cell["fastlog"] is None:
+                cells.append(f"{'-':>{width}}")
+                continue
+            text = format_value(workload, cell["fastlog"]).replace(" entries/s", "/s").replace(" ops/s", "/s")
+            ratios = []
+            if "vs_best_peer" in cell:
+                ratios.append(f"{cell['vs_best_peer']:.2f}x")
+            if "vs_raw" in cell:
+                ratios.append(f"raw {cell['vs_raw']:.2f}x")
+            if ratios:
+                text += " " + " ".join(ratios)
+            cells.append(f"{text:>{width}}")
+        parts.append(f"  {workload.id:<15}" + "".join(cells))
+    return "\n".join(parts)
+
+
+def write_filesystem_chart(run: Any, path: str) -> Optional[str]:
+    """A PNG with one panel per workload: every engine's median, one bar per file system."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter
+    except ImportError:
+        return "matplotlib is not installed (pip install 'fastlog[chart]'): no chart written"
+    from pathlib import Path
+
+    names = list(run.results)
+    if not names:
+        return "no file system ran: nothing to chart"
+    panels = []
+    for workload_id in run.config.workloads:
+        engines: List[str] = []
+        for results in run.results.values():
+            for s in results.subjects:
+                r = results.get(s.name, workload_id)
+                if r is not None and r.median is not None and s.name not in engines:
+                    engines.append(s.name)
+        if engines:
+            panels.append((WORKLOADS[workload_id], engines))
+    if not panels:
+        return "nothing to chart"
+    cols = 2 if len(panels) > 1 else 1
+    rows = math.ceil(len(panels) / cols)
+    height_per = max(2.0, 0.3 * len(names) * max(len(e) for _, e in panels) / 2 + 1.0)
+    fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, height_per * rows + 0.6), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#7f7f7f"]
+    bar = 0.8 / len(names)
+    for ax, (workload, engines) in zip(axes.flat, panels):
+        scale_values: List[float] = []
+        for k, fstype in enumerate(names):
+            results = run.results[fstype]
+            values = []
+            for engine in engines:
+                r = results.get(engine, workload.id)
+                v = r.median if r is not None and r.median is not None else 0.0
+                values.append(v / (1 << 20) if workload.unit == "B" else v)
+            scale_values += [v for v in values if v > 0]
+            ys = [len(engines) - 1 - i - (k - (len(names) - 1) / 2) * bar for i in range(len(engines))]
+            ax.barh(ys, values, height=bar, color=colours[k % len(colours)], label=fstype)
+        ax.set_yticks(range(len(engines)))
+        ax.set_yticklabels([_label(e, workload.id) for e in engines][::-1])
+        if scale_values and max(scale_values) / min(scale_values) > 50:
+            ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos, w=workload: _axis_label(w, v)))
+        better = "higher is better" if workload.higher_is_better else "lower is better"
+        ax.set_title(f"{workload.title} ({workload.unit}, {better})", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.legend(fontsize=7)
+    cfg = run.config
+    fig.suptitle(f"fastlog bench per file system: {cfg.entry_size}-byte entries, log of {cfg.entries:,} entries, "
+                 f"median of {cfg.repeat} run{'s' if cfg.repeat != 1 else ''}", fontsize=10)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+#: The summary's row order: the steady state leads, the never-flushed fast path follows it.
+_HEADLINE_ORDER = ("append-steady", "append", "durable", "leader", "concurrent", "follower", "snapshot",
+                   "range", "single", "single-sync", "reopen", "recovery-scale", "disk", "memory")
+
+
+def format_headline(results: "BenchResults") -> str:
+    """A Markdown table like the README's: fastlog, the best peer (and its ratio), the raw baseline."""
+    cfg = results.config
+    lines = [
+        f"| workload ({cfg.entry_size}-byte entries, {cfg.entries:,}-entry log) | fastlog | best peer | raw file baseline |",
+        "| --- | --- | --- | --- |",
+    ]
+    for workload_id in _HEADLINE_ORDER:
+        if workload_id not in cfg.workloads:
+            continue
+        workload = WORKLOADS[workload_id]
+        mine = _ok_median(results, REFERENCE, workload_id)
+        if mine is None:
+            continue
+        peer = _best_peer(results, workload_id)
+        peer_text = ""
+        if peer is not None:
+            ratio = workload.speedup(mine, peer[1])
+            peer_text = f"{peer[0]} {format_value(workload, peer[1])} ({ratio:.1f}x)" if ratio >= 0.95 else \
+                f"{peer[0]} {format_value(workload, peer[1])} ({ratio:.2f}x)"
+        raw = _ok_median(results, BASELINE, workload_id)
+        raw_text = f"{_BASELINE_LABELS.get(workload_id, 'raw')} {format_value(workload, raw)}" if raw is not None else ""
+        title = workload.title
+        if workload_id == "recovery-scale":
+            title += f" ({_count(max(cfg.scales))} entries)"
+        lines.append(f"| {title} | {format_value(workload, mine)} | {peer_text} | {raw_text} |")
+    return "\n".join(lines)

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 
 from .._types import LogId
-from .data import Dataset, digest_entries, term_of
+from .data import Dataset, PayloadPool, digest_entries, term_of
+from .report import format_value
 from .subjects import (
     REFERENCE,
     Subject,
@@ -50,6 +51,13 @@ __all__ = ["BenchConfig", "BenchResults", "WorkloadResult", "run_bench"]
 #: Entries the raw baseline of the concurrent workload writes (one fdatasync each).
 _RAW_SINGLE_SYNCS = 400
 _LOG_GROUP = ("append", "disk", "reopen", "range", "single", "single-sync", "truncate", "purge")
+#: Log sizes of the recovery-scale workload: the default run, --quick, and what --scale 10M adds.
+DEFAULT_SCALES = (100_000, 1_000_000)
+QUICK_SCALES = (10_000, 100_000)
+#: Follower tasks reading while the leader workload writes.
+_LEADER_FOLLOWERS = 2
+#: Entries a follower asks for at most per get_entries() (one AppendEntries message).
+_FOLLOWER_CHUNK = 256
 
 
 @dataclass
@@ -70,6 +78,13 @@ class BenchConfig:
     writes_per_writer: int = 25
     truncate_ops: int = 10
     purge_ops: int = 10
+    steady_warmup: int = 10  # flushed batches written before append-steady's clock starts
+    leader_batches: int = 200  # durable batches the leader writes while followers read
+    follower_rounds: int = 200
+    follower_suffix: int = 16  # stale entries replaced per follower round
+    snapshot_every: int = 10_000  # entries between two purges in the snapshot workload
+    scales: List[int] = field(default_factory=lambda: list(DEFAULT_SCALES))  # recovery-scale log sizes
+    recovery_budget: float = 120.0  # seconds per engine for recovery-scale; 0: no limit
     repeat: int = 5
     baseline: bool = True  # include the raw file baseline when engines is None
     seed: int = 20240601
@@ -86,6 +101,10 @@ class BenchConfig:
             writes_per_writer=5,
             truncate_ops=5,
             purge_ops=5,
+            leader_batches=40,
+            follower_rounds=50,
+            snapshot_every=5_000,
+            scales=list(QUICK_SCALES),
             repeat=3,
         )
         values.update(overrides)
@@ -95,10 +114,19 @@ class BenchConfig:
         positive = (
             "entry_size", "batch_size", "entries", "range_size", "range_reads", "single_reads",
             "durable_batch", "durable_batches", "writers", "writes_per_writer", "repeat",
+            "steady_warmup", "leader_batches", "follower_rounds", "follower_suffix", "snapshot_every",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be positive")
+        if "follower" in self.workloads and self.follower_suffix > self.durable_batch:
+            raise ValueError(
+                f"follower-suffix {self.follower_suffix} is larger than a batch ({self.durable_batch} entries)"
+            )
+        if self.recovery_budget < 0:
+            raise ValueError("recovery-budget must not be negative")
+        if not self.scales or any(n <= 0 for n in self.scales):
+            raise ValueError("every --scale must be a positive number of entries")
         if self.truncate_ops < 0 or self.purge_ops < 0:
             raise ValueError("truncate-ops and purge-ops must not be negative")
         if self.range_size > self.entries:
@@ -113,8 +141,8 @@ class BenchConfig:
     @property
     def dataset_size(self) -> int:
         return max(
-            self.entries,
-            self.durable_batch * self.durable_batches,
+            self.entries + self.steady_warmup * self.batch_size,
+            self.durable_batch * max(self.durable_batches, self.leader_batches, self.follower_rounds + 1),
             self.writers * self.writes_per_writer,
         )
 
@@ -278,6 +306,16 @@ def _sync_count(store: Any) -> Optional[int]:
     return None
 
 
+def _scale_summary(details: List[Dict[str, Any]], scale: int) -> str:
+    """"100,000: 24.4 ms" from the recovery-scale details of one size."""
+    from .report import _seconds
+
+    times = sorted(d["seconds"] for d in details if d.get("scale") == scale)
+    if not times:
+        return f"{scale:,}: -"
+    return f"{scale:,}: {_seconds(times[len(times) // 2])}"
+
+
 def _disk_usage(path: str) -> Dict[str, int]:
     allocated = apparent = files = 0
     for root, _dirs, names in os.walk(path):
@@ -352,6 +390,7 @@ class _Runner:
         self.range_starts = [rng.randint(1, n - r + 1) for _ in range(config.range_reads)]
         self.single_indexes = [rng.randint(1, n) for _ in range(config.single_reads)]
         self._batch_cache: Dict[tuple, List[List[Any]]] = {}
+        self.last_probe_error = ""
 
     # -- helpers ---------------------------------------------------------------
     def batches(self, cls: type, size: int, count: int) -> List[List[Any]]:
@@ -611,6 +650,300 @@ class _Runner:
         finally:
             await engine.close()
 
+    # -- steady-state appends, Raft-shaped workloads, recovery at scale -------------
+    async def steady_group(self, subject: Subject, path: str, rec: _Recorder) -> None:
+        """append-steady: the append workload on a log that has been flushed many times.
+
+        Before the clock: --steady-warmup batches, each followed by flush(), so
+        every engine is past whatever it does for a brand-new log (fastlog:
+        framing into freshly zeroed pages before the first flush).  Timed: the
+        next --entries entries in the same batches, no flush, no fsync.
+        """
+        cfg = self.config
+        warm = cfg.steady_warmup * cfg.batch_size
+        total = warm + cfg.entries
+        engine = subject.open(path)
+        try:
+            store = engine.log_store()
+            batches = self.batches(entry_class_of(store), cfg.batch_size, total)
+            persist, flush = store.persist_entries, store.flush
+            for batch in batches[:cfg.steady_warmup]:
+                await persist(batch)
+                flush()
+            timed = batches[cfg.steady_warmup:]
+            gc.collect()
+            t0 = time.perf_counter()
+            for batch in timed:
+                await persist(batch)
+            dt = time.perf_counter() - t0
+            rec.sample("append-steady", cfg.entries / dt, seconds=dt, entries=cfg.entries,
+                       batches=len(timed), flushed_batches_before=cfg.steady_warmup)
+            problem = self.check_log(store, 1, total)
+            if problem:
+                rec.wrong("append-steady", problem)
+        finally:
+            await engine.close()
+
+    async def leader_group(self, subject: Subject, path: str, rec: _Recorder) -> None:
+        """leader: durable batches while follower tasks stream the new entries.
+
+        The writer persists a batch, wakes the followers, then awaits
+        flush_async(); every engine's flush_async() runs its sync off the event
+        loop, so the followers read while the leader waits for the disk, as a
+        Raft leader replicates while its own fsync runs.  The writer yields once
+        per batch (as it would to send messages), which also lets the followers
+        run on engines whose flush does not yield.
+        """
+        cfg = self.config
+        total = cfg.durable_batch * cfg.leader_batches
+        engine = subject.open(path)
+        try:
+            store = engine.log_store()
+            batches = self.batches(entry_class_of(store), cfg.durable_batch, total)
+            persist, flush_async, get = store.persist_entries, store.flush_async, store.get_entries
+            wake = [asyncio.Event() for _ in range(_LEADER_FOLLOWERS)]
+            received: List[List[List[Any]]] = [[] for _ in range(_LEADER_FOLLOWERS)]
+            written = 0
+            done = False
+
+            async def follower(k: int) -> None:
+                event, chunks, next_index = wake[k], received[k], 1
+                while True:
+                    await event.wait()
+                    event.clear()
+                    while next_index <= written:
+                        got = get(next_index, min(written, next_index + _FOLLOWER_CHUNK - 1))
+                        if not got:
+                            raise AssertionError(f"get_entries({next_index}, ...) returned nothing")
+                        chunks.append(got)
+                        next_index += len(got)
+                        await asyncio.sleep(0)
+                    if done and next_index > written:
+                        return
+
+            latencies: List[float] = []
+            gc.collect()
+            tasks = [asyncio.ensure_future(follower(k)) for k in range(_LEADER_FOLLOWERS)]
+            perf = time.perf_counter
+            try:
+                t0 = perf()
+                for batch in batches:
+                    await persist(batch)
+                    written = batch[-1].index
+                    for event in wake:
+                        event.set()
+                    t1 = perf()
+                    await flush_async()
+                    latencies.append(perf() - t1)
+                    await asyncio.sleep(0)
+                dt = perf() - t0
+                done = True
+                for event in wake:
+                    event.set()
+                await asyncio.gather(*tasks)
+                t_readers = perf() - t0
+            finally:
+                for task in tasks:
+                    task.cancel()
+            latencies.sort()
+            rec.sample("leader", total / dt, seconds=dt, entries=total, batches=len(batches),
+                       followers=_LEADER_FOLLOWERS,
+                       flush_median_seconds=latencies[len(latencies) // 2],
+                       flush_p99_seconds=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+                       follower_entries_per_second=_LEADER_FOLLOWERS * total / t_readers)
+            want = self.dataset.digest(1, total)
+            for k, chunks in enumerate(received):
+                flat = [e for chunk in chunks for e in chunk]
+                if len(flat) != total or digest_entries(flat) != want:
+                    rec.wrong("leader", f"follower {k + 1} read {len(flat)} entries that differ from the {total} written")
+                    return
+            problem = self.check_log(store, 1, total)
+            if problem:
+                rec.wrong("leader", problem)
+        finally:
+            await engine.close()
+
+    async def follower_group(self, subject: Subject, path: str, rec: _Recorder) -> None:
+        """follower: appends whose last entries conflict, each fixed with replace_range().
+
+        A round persists --durable-batch entries whose last --follower-suffix
+        carry a stale payload (the same index, term and kind, the payload's bytes
+        reversed), then replace_range() puts the leader's entries there.  The log
+        is flushed once before the clock starts (one untimed round), so every
+        engine is past its first-write path; the timed rounds do not fsync.
+        The read-back digest proves every stale entry was replaced.
+        """
+        cfg = self.config
+        size, k, rounds = cfg.durable_batch, cfg.follower_suffix, cfg.follower_rounds
+        total = size * (rounds + 1)
+        engine = subject.open(path)
+        try:
+            store = engine.log_store()
+            cls = entry_class_of(store)
+            good = self.batches(cls, size, total)
+            plan = []
+            for batch in good:
+                stale = [cls(e.index, e.term, e.payload[::-1], e.kind) for e in batch[size - k:]]
+                plan.append((batch[:size - k] + stale, batch[size - k].index, batch[size - k:]))
+            persist, replace = store.persist_entries, store.replace_range
+            appended, cut, fixed = plan[0]
+            await persist(appended)
+            await replace(cut, fixed)
+            store.flush()
+            gc.collect()
+            t0 = time.perf_counter()
+            for appended, cut, fixed in plan[1:]:
+                await persist(appended)
+                await replace(cut, fixed)
+            dt = time.perf_counter() - t0
+            timed = size * rounds
+            rec.sample("follower", timed / dt, seconds=dt, entries=timed, rounds=rounds,
+                       replaced_per_round=k, seconds_per_round=dt / rounds)
+            problem = self.check_log(store, 1, total)
+            if problem:
+                rec.wrong("follower", problem)
+        finally:
+            await engine.close()
+
+    async def snapshot_group(self, subject: Subject, path: str, rec: _Recorder) -> None:
+        """snapshot: appends with a purge of the prefix every --snapshot-every entries.
+
+        Each time the log has taken in another --snapshot-every entries, purge()
+        removes everything up to the previous such point, so the log keeps one
+        to two snapshot intervals, as a node that snapshots and lets its
+        followers catch up from the log does.
+        """
+        cfg = self.config
+        n, every = cfg.entries, cfg.snapshot_every
+        engine = subject.open(path)
+        try:
+            store = engine.log_store()
+            batches = self.batches(entry_class_of(store), cfg.batch_size, n)
+            persist, purge = store.persist_entries, store.purge
+            plan: List[tuple] = []  # (batch, purge cutoff after it or None)
+            next_point, previous = every, 0
+            for batch in batches:
+                cutoff = None
+                if batch[-1].index >= next_point:
+                    if previous:
+                        cutoff = LogId(index=previous, term=term_of(previous))
+                    previous, next_point = next_point, next_point + every
+                plan.append((batch, cutoff))
+            purge_seconds: List[float] = []
+            perf = time.perf_counter
+            gc.collect()
+            t0 = perf()
+            for batch, cutoff in plan:
+                await persist(batch)
+                if cutoff is not None:
+                    t1 = perf()
+                    await purge(cutoff)
+                    purge_seconds.append(perf() - t1)
+            dt = perf() - t0
+            purge_seconds.sort()
+            details: Dict[str, Any] = {"seconds": dt, "entries": n, "purges": len(purge_seconds),
+                                       "snapshot_every": every}
+            if purge_seconds:
+                details["purge_median_seconds"] = purge_seconds[len(purge_seconds) // 2]
+            rec.sample("snapshot", n / dt, **details)
+            last_cutoff = next((c for _, c in reversed(plan) if c is not None), None)
+            lo = last_cutoff.index + 1 if last_cutoff else 1
+            problem = self.check_log(store, lo, n, boundary=last_cutoff)
+            if problem:
+                rec.wrong("snapshot", problem)
+        finally:
+            await engine.close()
+
+    def recovery_scale(self, loop: asyncio.AbstractEventLoop, subject: Subject, path: str, rec: _Recorder) -> None:
+        """recovery-scale: every repetition at once, one scale after the other.
+
+        A log of each size is written once (batches of --batch-size built on the
+        fly from :class:`~fastlog.bench.data.PayloadPool`, one flush at the end),
+        closed, and reopened --repeat times, each time in a fresh child process
+        (``memprobe --reopen``) so the resident-memory figure is the reopen's
+        alone.  The log is deleted before the next scale, so the disk only ever
+        holds one.  Reopens follow the writes, so the page cache is warm.
+        """
+        cfg = self.config
+        pool = PayloadPool(cfg.entry_size, cfg.seed)
+        largest = max(cfg.scales)
+        scales = sorted(cfg.scales)
+        started = time.perf_counter()
+        last_scale_seconds = 0.0
+        for position, scale in enumerate(scales):
+            if position and cfg.recovery_budget:
+                # Writing and reopening grow about linearly with the log: skip a
+                # size that would take the engine past its time budget.
+                previous = scales[position - 1]
+                spent = time.perf_counter() - started
+                projected = last_scale_seconds * scale / previous
+                if spent + projected > cfg.recovery_budget:
+                    done = ", ".join(_scale_summary(rec.per["recovery-scale"].details, s) for s in scales[:position])
+                    rec.unavailable(
+                        "recovery-scale",
+                        f"{scale:,} entries skipped: about {projected:.0f} s more, over the "
+                        f"{cfg.recovery_budget:.0f} s budget (--recovery-budget); measured {done}")
+                    return
+            where = os.path.join(path, f"scale-{scale}")
+            scale_started = time.perf_counter()
+            try:
+                fill_seconds = loop.run_until_complete(self._fill(subject, where, scale, pool))
+                runs = []
+                for _ in range(cfg.repeat):
+                    report = self._child_probe(subject, where, scale, "--reopen")
+                    if report is None:
+                        rec.error("recovery-scale", f"reopen probe of {scale:,} entries failed: {self.last_probe_error}")
+                        return
+                    if report.get("problem"):
+                        rec.wrong("recovery-scale", f"{scale:,} entries: {report['problem']}")
+                    runs.append(report)
+                for run in runs:
+                    run["scale"] = scale
+                    run["fill_seconds"] = fill_seconds
+                    run["disk_bytes"] = _disk_usage(where)["allocated_bytes"]
+                    rec.per["recovery-scale"].details.append({"repetition": None, "value": run["seconds"], **run})
+                if scale == largest:
+                    rec.per["recovery-scale"].samples.extend(run["seconds"] for run in runs)
+                    rec.done["recovery-scale"] = format_value(WORKLOADS["recovery-scale"],
+                                                              rec.per["recovery-scale"].median)
+            finally:
+                shutil.rmtree(where, ignore_errors=True)
+            last_scale_seconds = time.perf_counter() - scale_started
+
+    async def _fill(self, subject: Subject, path: str, count: int, pool: PayloadPool) -> float:
+        step = self.config.batch_size
+        t0 = time.perf_counter()
+        engine = subject.open(path)
+        try:
+            store = engine.log_store()
+            cls = entry_class_of(store)
+            persist = store.persist_entries
+            for first in range(1, count + 1, step):
+                await persist(pool.batch(cls, first, min(step, count - first + 1)))
+            store.flush()
+        finally:
+            await engine.close()
+        return time.perf_counter() - t0
+
+    def _child_probe(self, subject: Subject, path: str, entries: int, *extra: str) -> Optional[Dict[str, Any]]:
+        """Run ``python -m fastlog.bench.memprobe`` on one engine; its JSON report, or None on failure."""
+        cfg = self.config
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cmd = [
+            sys.executable, "-m", "fastlog.bench.memprobe",
+            "--engine", subject.name, "--dir", path,
+            "--entries", str(entries), "--entry-size", str(cfg.entry_size),
+            "--batch-size", str(cfg.batch_size), "--range-size", str(cfg.range_size),
+            "--seed", str(cfg.seed), *extra,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+        if proc.returncode != 0:
+            self.last_probe_error = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            return None
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
     # -- the raw file baseline -----------------------------------------------------
     def baseline(self, path: str, rec: _Recorder) -> None:
         from .._impl import core
@@ -656,6 +989,26 @@ class _Runner:
                     rec.sample("single", len(self.single_indexes) / dt, seconds=dt, what="os.pread of one payload")
             finally:
                 os.close(fd)
+        if rec.wants("append-steady"):
+            # The same file state as an engine's: earlier batches written and
+            # fdatasync'd, then the timed batches appended without a sync.
+            warm = cfg.steady_warmup * cfg.batch_size
+            batches = self.batches(cls, cfg.batch_size, warm + n)
+            fd = os.open(os.path.join(path, "steady.bin"), flags, 0o644)
+            try:
+                for batch in batches[:cfg.steady_warmup]:
+                    write(fd, join([e.payload for e in batch]))
+                    fdatasync(fd)
+                timed = batches[cfg.steady_warmup:]
+                gc.collect()
+                t0 = time.perf_counter()
+                for batch in timed:
+                    write(fd, join([e.payload for e in batch]))
+                dt = time.perf_counter() - t0
+            finally:
+                os.close(fd)
+            rec.sample("append-steady", n / dt, seconds=dt, entries=n,
+                       what="os.write of the joined payloads of each batch, after fdatasync'd ones")
         if rec.wants("durable"):
             total = cfg.durable_batch * cfg.durable_batches
             batches = self.batches(cls, cfg.durable_batch, total)
@@ -686,7 +1039,8 @@ class _Runner:
                 os.close(fd)
             rec.sample("concurrent", total / dt, seconds=dt, entries=total,
                        what="one writer: os.write + os.fdatasync per entry")
-        for workload in ("single-sync", "truncate", "purge", "reopen", "disk", "memory"):
+        for workload in ("single-sync", "truncate", "purge", "reopen", "disk", "memory", "leader", "follower",
+                         "snapshot", "recovery-scale"):
             rec.unavailable(workload, "not measured for the raw file baseline")
 
     # -- peak memory, in a child process -------------------------------------------
@@ -727,12 +1081,33 @@ class _Runner:
             if log_wanted:
                 groups.append((log_wanted, lambda: loop.run_until_complete(
                     self.log_group(subject, os.path.join(root, "log"), rec))))
+            if "append-steady" in wanted:
+                groups.append((["append-steady"], lambda: loop.run_until_complete(
+                    self.steady_group(subject, os.path.join(root, "steady"), rec))))
             if "durable" in wanted:
                 groups.append((["durable"], lambda: loop.run_until_complete(
                     self.durable_group(subject, os.path.join(root, "durable"), rec))))
+            if "leader" in wanted:
+                groups.append((["leader"], lambda: loop.run_until_complete(
+                    self.leader_group(subject, os.path.join(root, "leader"), rec))))
             if "concurrent" in wanted:
                 groups.append((["concurrent"], lambda: loop.run_until_complete(
                     self.concurrent_group(subject, os.path.join(root, "concurrent"), rec))))
+            if "follower" in wanted:
+                groups.append((["follower"], lambda: loop.run_until_complete(
+                    self.follower_group(subject, os.path.join(root, "follower"), rec))))
+            if "snapshot" in wanted:
+                groups.append((["snapshot"], lambda: loop.run_until_complete(
+                    self.snapshot_group(subject, os.path.join(root, "snapshot"), rec))))
+            if "recovery-scale" in wanted:
+                if not subject.extra.get("persistent", True):
+                    rec.unavailable("recovery-scale", "the engine keeps nothing across a reopen")
+                elif not subject.opener_is_registered:
+                    rec.unavailable("recovery-scale", "measured for engines of fastlog.engines only "
+                                    "(reopened by name in a child process)")
+                elif rep == 1:  # every repetition at once: see recovery_scale()
+                    groups.append((["recovery-scale"], lambda: self.recovery_scale(
+                        loop, subject, os.path.join(root, "recovery"), rec)))
             if "memory" in wanted:
                 if subject.opener_is_registered:
                     groups.append((["memory"], lambda: self.memory_probe(subject, os.path.join(root, "memory"), rec)))

@@ -31,8 +31,15 @@ class Workload:
 _ALL: List[Workload] = [
     Workload(
         "append", "batched appends", "entries/s", True,
-        "persist_entries() of pre-built batches of --batch-size entries of --entry-size bytes, "
-        "no flush and no fsync, until the log holds --entries entries.",
+        "persist_entries() of pre-built batches of --batch-size entries of --entry-size bytes "
+        "into a brand-new, never-flushed log, no flush and no fsync, until it holds --entries "
+        "entries (append-steady is the same on a log that has been flushed).",
+    ),
+    Workload(
+        "append-steady", "batched appends, steady state", "entries/s", True,
+        "the append workload's batches into a log that was first filled with "
+        "--steady-warmup batches, each followed by flush() (untimed); then --entries entries "
+        "are appended in batches of --batch-size, timed, with no flush and no fsync.",
     ),
     Workload(
         "durable", "durable batches", "entries/s", True,
@@ -40,9 +47,25 @@ _ALL: List[Workload] = [
         "only once the batch is durable; one writer.",
     ),
     Workload(
+        "leader", "leader: durable batches while 2 followers read", "entries/s", True,
+        "--leader-batches batches of --durable-batch entries, each persisted and then awaited "
+        "with flush_async(), while 2 follower tasks stream the new entries with get_entries(); "
+        "the figure is the writer's rate, the notes give its flush latency (median, p99).",
+    ),
+    Workload(
         "concurrent", "concurrent writers, group commit", "entries/s", True,
         "--writers coroutines, each appending one entry at a time and then awaiting "
         "flush_async(); one fsync may serve many writers.",
+    ),
+    Workload(
+        "follower", "follower: conflicting suffixes replaced", "entries/s", True,
+        "--follower-rounds rounds of: persist --durable-batch entries whose last --follower-suffix "
+        "are stale, then replace_range() of those last entries with the leader's; net entries/s.",
+    ),
+    Workload(
+        "snapshot", "snapshot: appends, a purge every --snapshot-every entries", "entries/s", True,
+        "appends --entries entries in batches of --batch-size; each time another --snapshot-every "
+        "entries are in, purge() everything up to the previous such point.",
     ),
     Workload(
         "range", "range reads", "entries/s", True,
@@ -67,6 +90,12 @@ _ALL: List[Workload] = [
     Workload(
         "reopen", "reopen (recovery)", "s", False,
         "close a flushed log of --entries entries, then open it again and call last_index().",
+    ),
+    Workload(
+        "recovery-scale", "recovery time at scale", "s", False,
+        "for each --scale (default 100k and 1M entries): fill a log, flush and close it, then in a "
+        "fresh child process time open() + last_index() and measure the resident memory it adds; "
+        "the median is the time at the largest scale, the notes give every scale.",
     ),
     Workload(
         "disk", "disk bytes per entry", "B/entry", False,
