@@ -22,7 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from typing import Optional
+from typing import Any, Optional
 
 __all__ = ["EXT4_MAGIC", "XFS_MAGIC", "TMPFS_MAGIC", "fs_type", "fs_name", "stores_in_place"]
 
@@ -40,7 +40,7 @@ _NAMES = {EXT4_MAGIC: "ext4", XFS_MAGIC: "xfs", TMPFS_MAGIC: "tmpfs", _BTRFS_MAG
 _STATFS_BUF = 256
 
 
-def _load_fstatfs() -> Optional["ctypes._CFuncPtr"]:
+def _load_fstatfs() -> Optional[Any]:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         func = libc.fstatfs
