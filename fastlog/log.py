@@ -369,6 +369,8 @@ class Log:
 
     # ---------------------------------------------------------------- state
     def _check_open(self) -> None:
+        if self._pid != os.getpid() and not self._forked:
+            self._forked_away()  # a fork that did not run the at-fork hooks
         if self._closed:
             raise self._unusable()
 
@@ -406,8 +408,6 @@ class Log:
                     pass
 
     def _check_writable(self) -> None:
-        if self._pid != os.getpid() and not self._forked:
-            self._forked_away()  # a fork that did not run the at-fork hooks
         self._check_open()
         if self._read_only:
             raise PermissionError(errno.EROFS, "log is open read-only", self._path)
