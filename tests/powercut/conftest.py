@@ -1,0 +1,58 @@
+"""Fixtures of the power-cut suite: LazyFS built once per session, one mount per test.
+
+Where the suite cannot run (not root, no /dev/fuse, no fusermount3, LazyFS
+neither built nor buildable) every test skips with the same reason and the
+terminal summary says so in one line.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Iterator, List, Optional
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+for extra in (HERE, HERE.parent / "crash"):  # crashsim: the model shared with the crash tests
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+from lazyfs_mount import LazyFS, ensure_built, unavailable_reason  # noqa: E402
+
+_skip_reason: List[Optional[str]] = []
+
+
+def _reason() -> Optional[str]:
+    if not _skip_reason:
+        reason = unavailable_reason()
+        if reason is None:
+            try:
+                ensure_built()
+            except Exception as exc:
+                reason = str(exc)
+        _skip_reason.append(reason)
+    return _skip_reason[0]
+
+
+@pytest.fixture(scope="session")
+def lazyfs_binary() -> Path:
+    reason = _reason()
+    if reason is not None:
+        pytest.skip(f"power-cut suite skipped: {reason}")
+    return ensure_built()
+
+
+@pytest.fixture
+def lazyfs(lazyfs_binary: Path) -> Iterator[LazyFS]:
+    """A fresh LazyFS mount, unmounted (``fusermount3 -u``) whatever the test does."""
+    fs = LazyFS(lazyfs_binary)
+    try:
+        fs.start()
+        yield fs
+    finally:
+        fs.remove()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _skip_reason and _skip_reason[0] is not None:
+        terminalreporter.write_line(f"power-cut suite (LazyFS) skipped: {_skip_reason[0]}")

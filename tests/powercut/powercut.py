@@ -1,0 +1,402 @@
+"""Fork a writer, SIGKILL it, cut the power under it, reopen and check the promise.
+
+A round (:func:`cut_round`): fork a child running one of
+:mod:`powercut_writers` on the LazyFS mount; let it work for a random moment;
+SIGKILL it; write back the pages it dirtied through its mapping (``syncfs``:
+the kernel's page cache sits above LazyFS); drop everything not fsynced
+(``lazyfs::clear-cache``); replay the child's announcements into the
+:class:`crashsim.LogModel`; reopen on the mount and check every acknowledged
+entry, the purge boundary and the hard state against it.  The reopened log is
+closed (so durable) and becomes the start of the next round, in the same
+directory.
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from crashsim import LogModel, LogState, Recovered, payload_for, read_log
+from lazyfs_mount import LazyFS
+from powercut_writers import WRITERS, apply_broken_build
+
+# Small segments: LazyFS has no fallocate, so preallocating goes through the C
+# library's fallback (a write to every block, each a FUSE round trip): about
+# 1 s per MiB here.  64 KiB keeps rollovers frequent and cheap.
+SEGMENT_SIZE = 64 << 10
+
+
+class Child:
+    """A forked child running ``WRITERS[name]``; its announcements arrive in :attr:`lines`."""
+
+    def __init__(self, name: str, path: str, seed: int, impl: str, options: Dict[str, Any]) -> None:
+        body = WRITERS[name]
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into the test run
+            code = 0
+            try:
+                os.close(r)
+                apply_broken_build()
+
+                def say(line: str) -> None:
+                    os.write(w, (line + "\n").encode())
+
+                body(say, path, seed, impl, options)
+            except BaseException:
+                code = 1
+                try:
+                    os.write(w, ("! " + traceback.format_exc().replace("\n", " | ") + "\n").encode())
+                except BaseException:
+                    pass
+            finally:
+                os._exit(code)
+        os.close(w)
+        self.pid = pid
+        self.lines: List[str] = []
+        self.error: Optional[str] = None
+        self.status: Optional[int] = None
+        self._cond = threading.Condition()
+        self._eof = False
+        self._reader = threading.Thread(target=self._read, args=(r,), daemon=True)
+        self._reader.start()
+
+    def _read(self, fd: int) -> None:
+        buf = b""
+        try:
+            while True:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                buf += chunk
+                *complete, buf = buf.split(b"\n")
+                with self._cond:
+                    for raw in complete:
+                        text = raw.decode()
+                        if text.startswith("! "):
+                            self.error = text[2:]
+                        else:
+                            self.lines.append(text)
+                    self._cond.notify_all()
+        finally:
+            os.close(fd)
+            with self._cond:
+                self._eof = True
+                self._cond.notify_all()
+
+    def wait_for(self, word: str, timeout: float = 60.0) -> bool:
+        """Wait until the child said ``word`` (first word of a line); False if it ended first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if any(line.split(" ", 1)[0] == word for line in self.lines):
+                    return True
+                if self._eof:
+                    return False
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+
+    def said(self, word: str) -> Optional[str]:
+        with self._cond:
+            for line in self.lines:
+                if line.split(" ", 1)[0] == word:
+                    return line
+        return None
+
+    def kill(self) -> int:
+        """SIGKILL (if still running), reap, and collect every line it wrote; returns the wait status."""
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        _, status = os.waitpid(self.pid, 0)
+        self._reader.join(timeout=60)
+        self.status = status
+        return status
+
+    @property
+    def killed_by_us(self) -> bool:
+        return self.status is not None and os.WIFSIGNALED(self.status) and os.WTERMSIG(self.status) == signal.SIGKILL
+
+    def operations(self) -> List[str]:
+        """The protocol lines (announcements and acknowledgements), without the markers."""
+        markers = ("ready", "begin", "opened", "closed", "done")
+        return [line for line in self.lines if line.split(" ", 1)[0] not in markers]
+
+
+# ---------------------------------------------------------------------------
+# The model side
+# ---------------------------------------------------------------------------
+
+
+def _hard_state(term: int, vote: str) -> Any:
+    from fastlog import HardState, VotedFor
+
+    return HardState(current_term=term, voted_for=None if vote == "None" else VotedFor(voted_for_id=int(vote), voted_for_term=term))
+
+
+def replay(model: LogModel, lines: List[str], journal: bool = False) -> int:
+    """Apply a child's lines to the model; returns how many acknowledgements they held.
+
+    ``F`` acknowledges every operation begun so far; ``F k`` the first k
+    operations this child announced (counted from where the child started).
+    Journal hard states are ``(term, vote)`` pairs, the journal's own record.
+    """
+    acks = 0
+    base = model.operations()
+    for line in lines:
+        parts = line.split()
+        op = parts[0]
+        if op == "A":
+            start, n, term, salt, size = map(int, parts[1:])
+            model.begin_append([(start + i, term, 1, payload_for(start + i, term, salt, size)) for i in range(n)])
+        elif op == "T":
+            model.begin_truncate(int(parts[1]))
+        elif op == "P":
+            model.begin_purge(int(parts[1]), int(parts[2]))
+        elif op == "R":
+            model.begin_reset()
+        elif op == "H":
+            vote = " ".join(parts[2:])
+            if journal:
+                model.begin_save_hard_state((int(parts[1]), None if vote == "None" else vote))
+            else:
+                model.begin_save_hard_state(_hard_state(int(parts[1]), vote))
+            acks += 1
+        elif op == "F":
+            model.flushed(base + int(parts[1]) if len(parts) > 1 else None)
+            acks += 1
+        else:
+            raise AssertionError(f"unknown line from the child: {line!r}")
+    return acks
+
+
+def acknowledged_entries(model: LogModel, position: Tuple[int, int, int]) -> List[Tuple[int, int, int, bytes]]:
+    """The entries a crash at ``position`` must keep: acknowledged, and removed by no operation begun since."""
+    lo, hi, _ = position
+    state = model.states[lo]
+    keep_below = state.last_stored
+    for j in range(lo + 1, hi + 1):
+        kind, arg = model.ops[j]
+        if kind == "cut":
+            keep_below = min(keep_below, arg - 1)
+        elif kind in ("reset", "rebase"):
+            keep_below = 0
+        elif kind == "purge":
+            pass  # a purge keeps what lies above it; below it, either boundary is allowed
+    floor = 0
+    for j in range(lo + 1, hi + 1):
+        if model.ops[j][0] == "purge":
+            floor = max(floor, model.ops[j][1])
+    return [e for e in state.entries if floor < e[0] <= keep_below]
+
+
+def count_lost(model: LogModel, position: Tuple[int, int, int], got: Recovered) -> Tuple[int, int]:
+    """(acknowledged entries that must be there, how many of them are missing or different)."""
+    need = acknowledged_entries(model, position)
+    if got.error is not None:
+        return len(need), len(need)
+    have = {e[0]: e for e in got.entries}
+    lost = sum(1 for e in need if have.get(e[0]) != e)
+    return len(need), lost
+
+
+# ---------------------------------------------------------------------------
+# Reopening
+# ---------------------------------------------------------------------------
+
+
+def recover_log(path: Path, impl: str) -> Recovered:
+    """Reopen (recovering) and read the log and its hard state."""
+    from fastlog.meta import FileMetaStore
+
+    got = read_log(path, segment_size=SEGMENT_SIZE, implementation=impl)
+    if got.error is not None:
+        return got
+    try:
+        hs = FileMetaStore(str(path)).load_hard_state()
+    except Exception as exc:
+        return Recovered(error=f"hard state: {type(exc).__name__}: {exc}")
+    return Recovered(got.boundary, got.entries, got.last_index, got.first_index, hs, None)
+
+
+def recover_journal(path: Path, impl: str) -> Recovered:
+    """Reopen a PySyncObj journal: its entries (through the journal and the log), term, vote, commit index."""
+    from fastlog.integrations.pysyncobj import FastlogJournal
+
+    try:
+        with FastlogJournal(str(path), sync="periodic", segment_size=SEGMENT_SIZE, implementation=impl) as j:
+            term, vote, commit = j.getCurrentTerm(), j.getVotedForNodeId(), j.getRaftCommitIndex()
+            entries = list(j)
+            first = j.first_index()
+    except Exception as exc:
+        return Recovered(error=f"journal reopen: {type(exc).__name__}: {exc}")
+    got = read_log(path / "log", segment_size=SEGMENT_SIZE, implementation=impl)
+    if got.error is not None:
+        return got
+    as_log = [(e[1], e[2], 1, e[0]) for e in entries]
+    if tuple(as_log) != got.entries:
+        return Recovered(error=f"journal entries {[e[1] for e in entries][:5]}... differ from the log's")
+    if entries and first != entries[0][1]:
+        return Recovered(error=f"journal first_index() {first} != its first entry {entries[0][1]}")
+    if entries and not 1 <= commit <= entries[-1][1]:
+        return Recovered(error=f"commit index {commit} lies beyond the journal's last entry {entries[-1][1]}")
+    hs = None if (term, vote) == (0, None) else (term, vote)
+    return Recovered(got.boundary, got.entries, got.last_index, got.first_index, hs, None)
+
+
+# ---------------------------------------------------------------------------
+# Rounds
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class CutCounts:
+    cuts: int = 0  # power cuts (clear-cache or a LazyFS crash) checked
+    acked: int = 0  # acknowledged entries checked present after the cuts
+    acks: int = 0  # acknowledgements (flushes, durable calls, hard-state saves) replayed
+    lost: int = 0  # acknowledged entries missing after a cut
+    failures: List[str] = field(default_factory=list)
+    extra: Dict[str, int] = field(default_factory=dict)
+
+    def bump(self, key: str, n: int = 1) -> None:
+        self.extra[key] = self.extra.get(key, 0) + n
+
+
+class Workload:
+    """One directory on the mount, one writer kind, one model, many rounds."""
+
+    def __init__(self, fs: LazyFS, kind: str, impl: str, seed: int, options: Optional[Dict[str, Any]] = None) -> None:
+        self.fs = fs
+        self.kind = kind
+        self.impl = impl
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.options = {"segment_size": SEGMENT_SIZE, **(options or {})}
+        self.journal = kind == "journal"
+        self.path = fs.mount / f"{kind}-{impl}-{seed}"
+        self.model = LogModel()
+        self.counts = CutCounts()
+        self.round = 0
+        self.seed_directory()
+
+    def seed_directory(self) -> None:
+        """Start from a durable first entry, so the first segment already exists:
+        creating one through LazyFS takes longer than many of the rounds last."""
+        entry = (1, 1, 1, payload_for(1, 1, self.seed, 64))
+        if self.journal:
+            from fastlog.integrations.pysyncobj import FastlogJournal
+
+            with FastlogJournal(str(self.path), sync="always", segment_size=SEGMENT_SIZE, implementation=self.impl) as j:
+                j.add(entry[3], 1, 1)
+        elif self.kind != "meta":
+            import fastlog
+
+            with fastlog.Log(str(self.path), segment_size=SEGMENT_SIZE, implementation=self.impl) as log:
+                log.append([log.Entry(index=1, term=1, payload=entry[3])])
+        else:
+            return
+        self.model.begin_append([entry])
+        self.model.flushed()
+
+    # -- one writer round ----------------------------------------------------
+    def run_writer(self, delay: float, kind: Optional[str] = None, wait_lazyfs: float = 0.0) -> Child:
+        """Fork the writer, let it run ``delay`` seconds (or, with ``wait_lazyfs``, until
+        LazyFS crashes itself, at most that long), SIGKILL it and replay its lines."""
+        self.round += 1
+        child = Child(kind or self.kind, str(self.path), self.seed * 100003 + self.round, self.impl, self.options)
+        if not child.wait_for("ready"):
+            child.kill()
+            raise AssertionError(f"the {self.kind} child never started: {child.error}")
+        if wait_lazyfs:
+            deadline = time.monotonic() + wait_lazyfs
+            while self.fs.alive() and time.monotonic() < deadline and child.error is None:
+                time.sleep(0.002)
+        else:
+            time.sleep(delay)
+        child.kill()
+        if self.fs.alive() and not wait_lazyfs:
+            # With the file system up, the writer has no reason to die on its own.
+            assert child.killed_by_us and child.error is None, (
+                f"the {self.kind} child died on its own (status {child.status}): {child.error}"
+            )
+        self.counts.acks += replay(self.model, child.operations(), journal=self.journal)
+        return child
+
+    def cut(self) -> None:
+        """Power cut on a running LazyFS: everything not fsynced is gone."""
+        self.fs.power_cut()
+
+    def check(self, label: str, broken: bool = False) -> Optional[str]:
+        """Reopen, compare with the model, start the next round from what was found."""
+        position = self.model.position()
+        got = recover_journal(self.path, self.impl) if self.journal else recover_log(self.path, self.impl)
+        why = self.model.check(got, position, check_hard_state=True)
+        need, lost = count_lost(self.model, position, got)
+        self.counts.cuts += 1
+        self.counts.acked += need - lost
+        self.counts.lost += lost
+        if why is not None:
+            self.counts.failures.append(f"{self.kind} ({self.impl}) {label}, round {self.round}: {why}")
+            if not broken:
+                raise AssertionError(self.counts.failures[-1] + f"\n  directory {self.fs.backing_path(self.path)}")
+        if got.error is None:
+            self.model.rebase(LogState(got.boundary, got.entries))
+            self.model.hard_states = [got.hard_state] if got.hard_state is not None else []
+        else:  # broken build only: start over in a fresh directory
+            self.path = self.path.with_name(self.path.name + "x")
+            self.model = LogModel()
+            self.seed_directory()
+        return why
+
+    def pick_delay(self) -> float:
+        # Mostly short: most cuts should land while the writer is busy, some
+        # right at its start (recovery of the previous round's cut is done by then).
+        return self.rng.choice([0.005, 0.02, 0.05, 0.1, 0.2]) * self.rng.random() + 0.002
+
+
+def cut_during_recovery(w: Workload, estimate: List[float]) -> bool:
+    """Kill a child that reopens the (torn) log, cut the power; True when the kill
+    landed after recovery began and before it finished."""
+    child = Child("recovery", str(w.path), w.seed, w.impl, w.options)
+    if not child.wait_for("ready"):
+        child.kill()
+        raise AssertionError(f"the recovery child never started: {child.error}")
+    mean = sum(estimate) / len(estimate) if estimate else 0.005
+    time.sleep(w.rng.uniform(0, 1.3 * mean))
+    child.kill()
+    assert child.killed_by_us and child.error is None, f"recovery failed in the child: {child.error}"
+    opened = child.said("opened")
+    if opened:
+        estimate.append(float(opened.split()[1]))
+        del estimate[:-8]
+    w.fs.power_cut()
+    return child.said("begin") is not None and opened is None
+
+
+def run_for(fs: LazyFS, kind: str, impl: str, seed: int, rounds: int, *, recovery_every: int = 0,
+            options: Optional[Dict[str, Any]] = None, broken: bool = False) -> CutCounts:
+    """``rounds`` writer rounds, each ending in a power cut and a check; every
+    ``recovery_every``-th round also cuts the power during the recovery that follows."""
+    w = Workload(fs, kind, impl, seed, options)
+    estimate: List[float] = []
+    for k in range(rounds):
+        w.run_writer(w.pick_delay())
+        w.cut()
+        if recovery_every and k % recovery_every == recovery_every - 1:
+            # The directory now holds a torn tail: cut again while a child recovers it.
+            for _ in range(2):
+                if cut_during_recovery(w, estimate):
+                    w.counts.bump("during_recovery")
+                w.counts.bump("recovery_cuts")
+                w.counts.cuts += 1
+        w.check(f"cut {k + 1}", broken=broken)
+    return w.counts
