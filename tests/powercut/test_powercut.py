@@ -127,5 +127,6 @@ def test_broken_build_is_caught(lazyfs: LazyFS, impl: str, monkeypatch: pytest.M
         total.lost += w.counts.lost
         total.failures += w.counts.failures
         assert w.counts.failures, f"{kind}: a no-op fdatasync went unnoticed over {w.counts.cuts} power cuts"
+    print("\n".join(total.failures[:4]))
     assert total.lost > 0
     assert any("acknowledged entry" in f for f in total.failures), total.failures[:3]
