@@ -71,6 +71,18 @@ def ensure_built() -> Path:
     return LAZYFS_BINARY
 
 
+def is_mounted(path: Union[str, Path]) -> bool:
+    """Whether ``path`` is a mount point, also when its FUSE server has died
+    (``os.path.ismount`` then fails to stat it and says no)."""
+    want = os.path.realpath(str(path))
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 4 and fields[4].replace("\\040", " ") == want:
+                return True
+    return False
+
+
 def _toml_value(value: InjectionValue) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -150,7 +162,7 @@ class LazyFS:
             )
         _live[id(self)] = self
         deadline = time.monotonic() + 30
-        while not os.path.ismount(self.mount):
+        while not is_mounted(self.mount):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 tail = self.output.read_text(errors="replace").strip().splitlines()[-5:]
                 self.stop()
@@ -170,7 +182,7 @@ class LazyFS:
         if self.proc is None:
             return
         for attempt in range(50):
-            if not os.path.ismount(self.mount):
+            if not is_mounted(self.mount):
                 break
             args = ["fusermount3", "-u", str(self.mount)] if attempt < 40 else ["fusermount3", "-u", "-z", str(self.mount)]
             if subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:

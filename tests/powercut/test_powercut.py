@@ -21,7 +21,7 @@ import pytest
 from core_modules import CORE_NAMES, import_core
 from crashsim import env_int, payload_for, report
 from lazyfs_mount import LazyFS
-from powercut import SEGMENT_SIZE, CutCounts, Workload, run_for
+from powercut import CutCounts, Workload, repair_rounds, run_for, torn_rounds
 from powercut_writers import BROKEN_FDATASYNC_ENV
 
 CUTS = env_int("FASTLOG_POWER_CUTS", 24)
@@ -35,20 +35,24 @@ def impl(request: pytest.FixtureRequest) -> str:
 
 
 def _report(request: pytest.FixtureRequest, impl: str, counts: CutCounts, what: str) -> None:
+    extra = counts.extra
     report(
         request.config,
         f"power cuts on LazyFS ({impl} core)",
-        "{cuts} power cuts ({recovery_cuts} while recovering, {during_recovery} of them mid-recovery; "
-        "{repairs} during repair; {torn} torn-op/torn-seq crashes), {acks} acknowledgements replayed, "
+        "{cuts} power cuts: {recovery_cuts} while a child recovered the torn log ({during_recovery} landed "
+        "mid-recovery), {repairs} during `fastlog repair` ({mid_repair} mid-repair), {torn} by torn-op/torn-seq "
+        "faults ({torn_missed} more faults not reached: plain cuts); {acks} acknowledgements replayed, "
         "{acked} acknowledged entries checked, {lost} lost",
         cuts=counts.cuts,
         acks=counts.acks,
         acked=counts.acked,
         lost=counts.lost,
-        recovery_cuts=counts.extra.get("recovery_cuts", 0),
-        during_recovery=counts.extra.get("during_recovery", 0),
-        repairs=counts.extra.get("repairs", 0),
-        torn=counts.extra.get("torn", 0),
+        recovery_cuts=extra.get("recovery_cuts", 0),
+        during_recovery=extra.get("during_recovery", 0),
+        repairs=extra.get("repairs", 0),
+        mid_repair=extra.get("mid_repair", 0),
+        torn=extra.get("torn", 0),
+        torn_missed=extra.get("torn_missed", 0),
     )
     print(f"  {what}: {counts.cuts} cuts, {counts.acked} acknowledged entries checked, {counts.lost} lost")
 
@@ -130,3 +134,19 @@ def test_broken_build_is_caught(lazyfs: LazyFS, impl: str, monkeypatch: pytest.M
     print("\n".join(total.failures[:4]))
     assert total.lost > 0
     assert any("acknowledged entry" in f for f in total.failures), total.failures[:3]
+
+
+def test_power_cut_during_repair(request: pytest.FixtureRequest, lazyfs: LazyFS, impl: str) -> None:
+    """``fastlog repair`` on a log with durable damage, power cut at a random moment
+    of it: the log is the prefix the repair keeps, or still reports the damage."""
+    counts = repair_rounds(lazyfs, impl, seed=6, rounds=max(2, CUTS // 3))
+    _report(request, impl, counts, "repair")
+    _assert_kept(counts)
+
+
+@pytest.mark.parametrize("kind", ["log", "engine"])
+def test_torn_writes(request: pytest.FixtureRequest, lazyfs: LazyFS, impl: str, kind: str) -> None:
+    """LazyFS's torn-op and torn-seq faults on the segment being written."""
+    counts = torn_rounds(lazyfs, kind, impl, seed=7, rounds=max(2, CUTS // 3))
+    _report(request, impl, counts, f"torn writes, {kind}")
+    _assert_kept(counts)
