@@ -286,6 +286,7 @@ class Workload:
         self.model = LogModel()
         self.counts = CutCounts()
         self.round = 0
+        self.last_lines: List[str] = []
         self.seed_directory()
 
     def seed_directory(self) -> None:
@@ -303,6 +304,7 @@ class Workload:
             with fastlog.Log(str(self.path), segment_size=SEGMENT_SIZE, implementation=self.impl) as log:
                 log.append([log.Entry(index=1, term=1, payload=entry[3])])
         else:
+            self.path.mkdir(parents=True, exist_ok=True)
             return
         self.model.begin_append([entry])
         self.model.flushed()
@@ -333,6 +335,7 @@ class Workload:
                 f"the {self.kind} child died on its own (status {child.status}): {child.error}"
             )
         self.counts.acks += replay(self.model, child.operations(), journal=self.journal)
+        self.last_lines = child.operations()[-8:]
         return child
 
     def cut(self) -> None:
@@ -349,7 +352,9 @@ class Workload:
         self.counts.acked += need - lost
         self.counts.lost += lost
         if why is not None:
-            self.counts.failures.append(f"{self.kind} ({self.impl}) {label}, round {self.round}: {why}")
+            self.counts.failures.append(
+                f"{self.kind} ({self.impl}) {label}, round {self.round}: {why}\n  the writer's last lines: {self.last_lines}"
+            )
             if not broken:
                 raise AssertionError(self.counts.failures[-1] + f"\n  directory {self.fs.backing_path(self.path)}")
         if got.error is None:
@@ -528,10 +533,10 @@ def torn_fault(rng: random.Random, target: str) -> Dict[str, Any]:
     if rng.random() < 0.5:
         parts = rng.choice([2, 3, 4, 8])
         persist = sorted(rng.sample(range(1, parts + 1), rng.randint(1, parts - 1)))
-        return {"type": "torn-op", "file": target, "occurrence": rng.randint(2, 40), "parts": parts, "persist": persist}
+        return {"type": "torn-op", "file": target, "occurrence": rng.randint(2, 30), "parts": parts, "persist": persist}
     return {
         "type": "torn-seq", "op": "write", "file": target,
-        "occurrence": rng.randint(1, 4), "persist": rng.choice([[2], [3], [1, 3], [2, 3], [1, 4]]),
+        "occurrence": rng.randint(1, 3), "persist": rng.choice([[2], [3], [1, 3], [2, 3], [1, 4]]),
     }
 
 
@@ -554,7 +559,7 @@ def torn_rounds(fs: LazyFS, kind: str, impl: str, seed: int, rounds: int) -> Cut
         fault = torn_fault(rng, fs.backing_path(w.path / "00000000000000000001.seg"))
         fs.restart([fault])
         try:
-            w.run_writer(0.0, wait_lazyfs=2.0)
+            w.run_writer(0.0, wait_lazyfs=1.5)
             if fs.alive():
                 w.cut()
                 total.bump("torn_missed")

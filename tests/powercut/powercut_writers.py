@@ -215,7 +215,9 @@ def journal_writer(say: Say, path: str, seed: int, impl: str, options: Dict[str,
         n = len(j)
         salt += 1
         if r < 0.6 or n == 0:
-            idx = j.first_index() + n if n else (j.first_index() if rng.random() < 0.8 else rng.randint(1, 50))
+            # (an empty journal would take any index, but one at or below the
+            # purge boundary resets the log first: keep to the next index)
+            idx = j.first_index() + n
             size = rng.choice([0, 16, 200, 900])
             say(f"A {idx} 1 {term} {salt} {size}")
             j.add(payload_for(idx, term, salt, size), idx, term)

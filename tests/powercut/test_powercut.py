@@ -123,7 +123,7 @@ def test_broken_build_is_caught(lazyfs: LazyFS, impl: str, monkeypatch: pytest.M
     total = CutCounts()
     for kind, seed in (("log", 21), ("engine", 22)):
         w = Workload(lazyfs, kind, impl, seed)
-        for k in range(6):
+        for k in range(4):
             # Long enough for flushes to be acknowledged before the cut.
             w.run_writer(0.15)
             w.cut()
@@ -147,6 +147,6 @@ def test_power_cut_during_repair(request: pytest.FixtureRequest, lazyfs: LazyFS,
 @pytest.mark.parametrize("kind", ["log", "engine"])
 def test_torn_writes(request: pytest.FixtureRequest, lazyfs: LazyFS, impl: str, kind: str) -> None:
     """LazyFS's torn-op and torn-seq faults on the segment being written."""
-    counts = torn_rounds(lazyfs, kind, impl, seed=7, rounds=max(2, CUTS // 3))
+    counts = torn_rounds(lazyfs, kind, impl, seed=7, rounds=max(2, CUTS // 4))
     _report(request, impl, counts, f"torn writes, {kind}")
     _assert_kept(counts)
