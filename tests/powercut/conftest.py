@@ -1,8 +1,8 @@
 """Fixtures of the power-cut suite: LazyFS built once per session, one mount per test.
 
 Where the suite cannot run (not root, no /dev/fuse, no fusermount3, LazyFS
-neither built nor buildable) every test skips with the same reason and the
-terminal summary says so in one line.
+neither built nor buildable) its tests are left out and the terminal summary
+says so in one line.
 """
 from __future__ import annotations
 
@@ -51,6 +51,15 @@ def lazyfs(lazyfs_binary: Path) -> Iterator[LazyFS]:
         yield fs
     finally:
         fs.remove()
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m have deselected what they will
+def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
+    ours = [item for item in items if HERE in Path(str(item.fspath)).resolve().parents]
+    if not ours or _reason() is None:
+        return
+    config.hook.pytest_deselected(items=ours)
+    items[:] = [item for item in items if item not in ours]
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
