@@ -7,8 +7,9 @@ says so in one line.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any
 
 import pytest
 
@@ -17,12 +18,12 @@ for extra in (HERE, HERE.parent / "crash"):  # crashsim: the model shared with t
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from lazyfs_mount import LazyFS, ensure_built, unavailable_reason  # noqa: E402
+from lazyfs_mount import LazyFS, ensure_built, unavailable_reason
 
-_skip_reason: List[Optional[str]] = []
+_skip_reason: list[str | None] = []
 
 
-def _reason() -> Optional[str]:
+def _reason() -> str | None:
     if not _skip_reason:
         reason = unavailable_reason()
         if reason is None:
@@ -54,7 +55,7 @@ def lazyfs(lazyfs_binary: Path) -> Iterator[LazyFS]:
 
 
 @pytest.hookimpl(trylast=True)  # after -k / -m have deselected what they will
-def pytest_collection_modifyitems(config: Any, items: List[Any]) -> None:
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
     ours = [item for item in items if HERE in Path(str(item.fspath)).resolve().parents]
     if not ours or _reason() is None:
         return

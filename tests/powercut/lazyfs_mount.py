@@ -22,8 +22,9 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Union
 
 REPO = Path(__file__).resolve().parents[2]
 # Where CI keeps LazyFS beside its fresh clone, and where `make lazyfs` builds it.
@@ -38,11 +39,11 @@ CACHE_SIZE = "64mb"
 
 InjectionValue = Union[str, int, Sequence[int]]
 
-_live: Dict[int, "LazyFS"] = {}
+_live: dict[int, LazyFS] = {}
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def unavailable_reason() -> Optional[str]:
+def unavailable_reason() -> str | None:
     """Why the power-cut suite cannot run here, or None when it can (LazyFS may still need building)."""
     if os.geteuid() != 0:
         return "not running as root"
@@ -71,7 +72,7 @@ def ensure_built() -> Path:
     return LAZYFS_BINARY
 
 
-def is_mounted(path: Union[str, Path]) -> bool:
+def is_mounted(path: str | Path) -> bool:
     """Whether ``path`` is a mount point, also when its FUSE server has died
     (``os.path.ismount`` then fails to stat it and says no)."""
     want = os.path.realpath(str(path))
@@ -91,7 +92,7 @@ def _toml_value(value: InjectionValue) -> str:
     return "[" + ",".join(str(int(v)) for v in value) + "]"
 
 
-def syncfs(path: Union[str, Path]) -> None:
+def syncfs(path: str | Path) -> None:
     """Write back every dirty page of the file system holding ``path``.
 
     Pages a killed process dirtied through a shared mapping sit in the
@@ -110,7 +111,7 @@ def syncfs(path: Union[str, Path]) -> None:
 class LazyFS:
     """One LazyFS instance over a backing directory that outlives restarts."""
 
-    def __init__(self, binary: Path, base: Optional[Path] = None) -> None:
+    def __init__(self, binary: Path, base: Path | None = None) -> None:
         self.binary = Path(binary)
         # No "-o" anywhere in the paths: LazyFS takes an argument holding "-o"
         # (in any case) for a mount option and drops the config path before it.
@@ -124,12 +125,12 @@ class LazyFS:
         self.output = self.base / "lazyfs.out"
         self.root.mkdir(parents=True, exist_ok=True)
         self.mount.mkdir(parents=True, exist_ok=True)
-        self.proc: Optional[subprocess.Popen] = None
-        self._done_fd: Optional[int] = None
+        self.proc: subprocess.Popen | None = None
+        self._done_fd: int | None = None
         self.mounts = 0
 
     # -- lifecycle -----------------------------------------------------------
-    def start(self, injections: Sequence[Dict[str, InjectionValue]] = ()) -> None:
+    def start(self, injections: Sequence[dict[str, InjectionValue]] = ()) -> None:
         """Mount, with the given ``[[injection]]`` tables (torn-op, torn-seq) armed."""
         assert self.proc is None, "already mounted"
         lines = [
@@ -199,7 +200,7 @@ class LazyFS:
             self._done_fd = None
         _live.pop(id(self), None)
 
-    def restart(self, injections: Sequence[Dict[str, InjectionValue]] = ()) -> None:
+    def restart(self, injections: Sequence[dict[str, InjectionValue]] = ()) -> None:
         self.stop()
         self.start(injections)
 
@@ -237,12 +238,12 @@ class LazyFS:
                 except BlockingIOError:
                     pass
 
-    def backing_path(self, mounted: Union[str, Path]) -> str:
+    def backing_path(self, mounted: str | Path) -> str:
         """The path LazyFS sees for a file under the mount (what injections name)."""
         rel = os.path.relpath(str(mounted), str(self.mount))
         return str(self.root / rel)
 
-    def log_tail(self, lines: int = 8) -> List[str]:
+    def log_tail(self, lines: int = 8) -> list[str]:
         try:
             return self.output.read_text(errors="replace").strip().splitlines()[-lines:]
         except OSError:

@@ -20,7 +20,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any
 
 from crashsim import LogModel, LogState, Recovered, payload_for, read_log
 from lazyfs_mount import LazyFS
@@ -35,7 +35,7 @@ SEGMENT_SIZE = 64 << 10
 class Child:
     """A forked child running ``WRITERS[name]``; its announcements arrive in :attr:`lines`."""
 
-    def __init__(self, name: str, path: str, seed: int, impl: str, options: Dict[str, Any]) -> None:
+    def __init__(self, name: str, path: str, seed: int, impl: str, options: dict[str, Any]) -> None:
         body = WRITERS[name]
         r, w = os.pipe()
         pid = os.fork()
@@ -59,9 +59,9 @@ class Child:
                 os._exit(code)
         os.close(w)
         self.pid = pid
-        self.lines: List[str] = []
-        self.error: Optional[str] = None
-        self.status: Optional[int] = None
+        self.lines: list[str] = []
+        self.error: str | None = None
+        self.status: int | None = None
         self._cond = threading.Condition()
         self._eof = False
         self._reader = threading.Thread(target=self._read, args=(r,), daemon=True)
@@ -104,7 +104,7 @@ class Child:
                     return False
                 self._cond.wait(left)
 
-    def said(self, word: str) -> Optional[str]:
+    def said(self, word: str) -> str | None:
         with self._cond:
             for line in self.lines:
                 if line.split(" ", 1)[0] == word:
@@ -126,7 +126,7 @@ class Child:
     def killed_by_us(self) -> bool:
         return self.status is not None and os.WIFSIGNALED(self.status) and os.WTERMSIG(self.status) == signal.SIGKILL
 
-    def operations(self) -> List[str]:
+    def operations(self) -> list[str]:
         """The protocol lines (announcements and acknowledgements), without the markers."""
         markers = ("ready", "begin", "opened", "closed", "done")
         return [line for line in self.lines if line.split(" ", 1)[0] not in markers]
@@ -143,7 +143,7 @@ def _hard_state(term: int, vote: str) -> Any:
     return HardState(current_term=term, voted_for=None if vote == "None" else VotedFor(voted_for_id=int(vote), voted_for_term=term))
 
 
-def replay(model: LogModel, lines: List[str], journal: bool = False) -> int:
+def replay(model: LogModel, lines: list[str], journal: bool = False) -> int:
     """Apply a child's lines to the model; returns how many acknowledgements they held.
 
     ``F`` acknowledges every operation begun so far; ``F k`` the first k
@@ -179,7 +179,7 @@ def replay(model: LogModel, lines: List[str], journal: bool = False) -> int:
     return acks
 
 
-def acknowledged_entries(model: LogModel, position: Tuple[int, int, int]) -> List[Tuple[int, int, int, bytes]]:
+def acknowledged_entries(model: LogModel, position: tuple[int, int, int]) -> list[tuple[int, int, int, bytes]]:
     """The entries a crash at ``position`` must keep: acknowledged, and removed by no operation begun since."""
     lo, hi, _ = position
     state = model.states[lo]
@@ -199,7 +199,7 @@ def acknowledged_entries(model: LogModel, position: Tuple[int, int, int]) -> Lis
     return [e for e in state.entries if floor < e[0] <= keep_below]
 
 
-def count_lost(model: LogModel, position: Tuple[int, int, int], got: Recovered) -> Tuple[int, int]:
+def count_lost(model: LogModel, position: tuple[int, int, int], got: Recovered) -> tuple[int, int]:
     """(acknowledged entries that must be there, how many of them are missing or different)."""
     need = acknowledged_entries(model, position)
     if got.error is not None:
@@ -264,8 +264,8 @@ class CutCounts:
     acked: int = 0  # acknowledged entries checked present after the cuts
     acks: int = 0  # acknowledgements (flushes, durable calls, hard-state saves) replayed
     lost: int = 0  # acknowledged entries missing after a cut
-    failures: List[str] = field(default_factory=list)
-    extra: Dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    extra: dict[str, int] = field(default_factory=dict)
 
     def bump(self, key: str, n: int = 1) -> None:
         self.extra[key] = self.extra.get(key, 0) + n
@@ -274,7 +274,7 @@ class CutCounts:
 class Workload:
     """One directory on the mount, one writer kind, one model, many rounds."""
 
-    def __init__(self, fs: LazyFS, kind: str, impl: str, seed: int, options: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, fs: LazyFS, kind: str, impl: str, seed: int, options: dict[str, Any] | None = None) -> None:
         self.fs = fs
         self.kind = kind
         self.impl = impl
@@ -286,7 +286,7 @@ class Workload:
         self.model = LogModel()
         self.counts = CutCounts()
         self.round = 0
-        self.last_lines: List[str] = []
+        self.last_lines: list[str] = []
         self.seed_directory()
 
     def seed_directory(self) -> None:
@@ -310,7 +310,7 @@ class Workload:
         self.model.flushed()
 
     # -- one writer round ----------------------------------------------------
-    def run_writer(self, delay: float, kind: Optional[str] = None, wait_lazyfs: float = 0.0) -> Child:
+    def run_writer(self, delay: float, kind: str | None = None, wait_lazyfs: float = 0.0) -> Child:
         """Fork the writer, let it run ``delay`` seconds (or, with ``wait_lazyfs``, until
         LazyFS crashes itself, at most that long), SIGKILL it and replay its lines."""
         self.round += 1
@@ -342,7 +342,7 @@ class Workload:
         """Power cut on a running LazyFS: everything not fsynced is gone."""
         self.fs.power_cut()
 
-    def check(self, label: str, broken: bool = False) -> Optional[str]:
+    def check(self, label: str, broken: bool = False) -> str | None:
         """Reopen, compare with the model, start the next round from what was found."""
         position = self.model.position()
         got = recover_journal(self.path, self.impl) if self.journal else recover_log(self.path, self.impl)
@@ -372,7 +372,7 @@ class Workload:
         return self.rng.choice([0.005, 0.02, 0.05, 0.1, 0.2]) * self.rng.random() + 0.002
 
 
-def cut_during_recovery(w: Workload, estimate: List[float]) -> bool:
+def cut_during_recovery(w: Workload, estimate: list[float]) -> bool:
     """Kill a child that reopens the (torn) log, cut the power; True when the kill
     landed after recovery began and before it finished."""
     child = Child("recovery", str(w.path), w.seed, w.impl, w.options)
@@ -392,11 +392,11 @@ def cut_during_recovery(w: Workload, estimate: List[float]) -> bool:
 
 
 def run_for(fs: LazyFS, kind: str, impl: str, seed: int, rounds: int, *, recovery_every: int = 0,
-            options: Optional[Dict[str, Any]] = None, broken: bool = False) -> CutCounts:
+            options: dict[str, Any] | None = None, broken: bool = False) -> CutCounts:
     """``rounds`` writer rounds, each ending in a power cut and a check; every
     ``recovery_every``-th round also cuts the power during the recovery that follows."""
     w = Workload(fs, kind, impl, seed, options)
-    estimate: List[float] = []
+    estimate: list[float] = []
     for k in range(rounds):
         w.run_writer(w.pick_delay())
         w.cut()
@@ -421,7 +421,7 @@ DATA_START = 4096  # docs/format.md: records start at the second page
 FRAME_HEADER = 32
 
 
-def _frames(data: bytes) -> List[Tuple[int, int, int]]:
+def _frames(data: bytes) -> list[tuple[int, int, int]]:
     """(offset, payload length, index) of each record of a segment file (docs/format.md)."""
     out = []
     pos = DATA_START
@@ -435,7 +435,7 @@ def _frames(data: bytes) -> List[Tuple[int, int, int]]:
     return out
 
 
-def damaged_log(path: Path, impl: str, rng: random.Random, seed: int) -> Tuple[List[Tuple[int, int, int, bytes]], int]:
+def damaged_log(path: Path, impl: str, rng: random.Random, seed: int) -> tuple[list[tuple[int, int, int, bytes]], int]:
     """A cleanly closed log of several segments with one flipped byte in a record of
     a middle segment (durable damage below ``synced_end``).  Returns its entries
     and the last index a repair must keep."""
@@ -469,7 +469,7 @@ def repair_rounds(fs: LazyFS, impl: str, seed: int, rounds: int) -> CutCounts:
 
     rng = random.Random(seed)
     counts = CutCounts()
-    estimate: List[float] = [0.03]
+    estimate: list[float] = [0.03]
     options = {"segment_size": REPAIR_SEGMENT_SIZE}
     for k in range(rounds):
         path = fs.mount / f"repair-{impl}-{seed}-{k}"
@@ -522,7 +522,7 @@ def repair_rounds(fs: LazyFS, impl: str, seed: int, rounds: int) -> CutCounts:
 # ---------------------------------------------------------------------------
 
 
-def torn_fault(rng: random.Random, target: str) -> Dict[str, Any]:
+def torn_fault(rng: random.Random, target: str) -> dict[str, Any]:
     """An ``[[injection]]`` table for the segment file ``target`` (its path as LazyFS sees it).
 
     torn-op: the n-th write to the file is split into equal parts, some of which

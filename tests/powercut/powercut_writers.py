@@ -27,7 +27,8 @@ import asyncio
 import os
 import random
 import time
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from typing import Any
 
 from crashsim import payload_for
 
@@ -44,17 +45,17 @@ def apply_broken_build() -> None:
         osio.fdatasync = lambda fd: None
 
 
-def _vote(rng: random.Random) -> Optional[int]:
+def _vote(rng: random.Random) -> int | None:
     return rng.choice([None, 1, 2, 3])
 
 
-def _hard_state(term: int, vote: Optional[int]) -> Any:
+def _hard_state(term: int, vote: int | None) -> Any:
     from fastlog import HardState, VotedFor
 
     return HardState(current_term=term, voted_for=None if vote is None else VotedFor(voted_for_id=vote, voted_for_term=term))
 
 
-def log_writer(say: Say, path: str, seed: int, impl: str, options: Dict[str, Any]) -> None:
+def log_writer(say: Say, path: str, seed: int, impl: str, options: dict[str, Any]) -> None:
     """The synchronous ``Log``: append, flush, replace, truncate, purge, reset, hard state."""
     import fastlog
     from fastlog import LogId
@@ -115,7 +116,7 @@ def log_writer(say: Say, path: str, seed: int, impl: str, options: Dict[str, Any
                 say("F")
 
 
-def engine_writer(say: Say, path: str, seed: int, impl: str, options: Dict[str, Any]) -> None:
+def engine_writer(say: Say, path: str, seed: int, impl: str, options: dict[str, Any]) -> None:
     """The asyncio engine: eight writer tasks whose ``flush_async()`` calls share fsyncs.
 
     Indexes are chosen and persisted in order under a lock (as a Raft leader
@@ -178,7 +179,7 @@ def engine_writer(say: Say, path: str, seed: int, impl: str, options: Dict[str, 
     asyncio.run(main())
 
 
-def meta_writer(say: Say, path: str, seed: int, impl: str, options: Dict[str, Any]) -> None:
+def meta_writer(say: Say, path: str, seed: int, impl: str, options: dict[str, Any]) -> None:
     """The MetaStore alone: one ``save_hard_state`` after another, each durable on return."""
     from fastlog.meta import FileMetaStore
 
@@ -194,7 +195,7 @@ def meta_writer(say: Say, path: str, seed: int, impl: str, options: Dict[str, An
         meta.save_hard_state(_hard_state(term, vote))
 
 
-def journal_writer(say: Say, path: str, seed: int, impl: str, options: Dict[str, Any]) -> None:
+def journal_writer(say: Say, path: str, seed: int, impl: str, options: dict[str, Any]) -> None:
     """PySyncObj's journal: add, delete from (truncate), delete to (compaction), clear, term and vote.
 
     ``sync="always"``: every add and delete is durable when it returns.
@@ -254,7 +255,7 @@ def journal_writer(say: Say, path: str, seed: int, impl: str, options: Dict[str,
             say("F")
 
 
-def recovery_opener(say: Say, path: str, seed: int, impl: str, options: Dict[str, Any]) -> None:
+def recovery_opener(say: Say, path: str, seed: int, impl: str, options: dict[str, Any]) -> None:
     """Reopen a log that has a torn tail (recovery cuts and zeroes it); the parent kills it meanwhile."""
     import fastlog
 
@@ -268,7 +269,7 @@ def recovery_opener(say: Say, path: str, seed: int, impl: str, options: Dict[str
     time.sleep(3600)
 
 
-def repair_runner(say: Say, path: str, seed: int, impl: str, options: Dict[str, Any]) -> None:
+def repair_runner(say: Say, path: str, seed: int, impl: str, options: dict[str, Any]) -> None:
     """``fastlog repair`` on a damaged log (the library call the command runs)."""
     from fastlog import tools
 
@@ -280,7 +281,7 @@ def repair_runner(say: Say, path: str, seed: int, impl: str, options: Dict[str, 
     time.sleep(3600)
 
 
-WRITERS: Dict[str, Callable[..., None]] = {
+WRITERS: dict[str, Callable[..., None]] = {
     "log": log_writer,
     "engine": engine_writer,
     "meta": meta_writer,
