@@ -380,7 +380,9 @@ def cut_during_recovery(w: Workload, estimate: list[float]) -> bool:
         child.kill()
         raise AssertionError(f"the recovery child never started: {child.error}")
     mean = sum(estimate) / len(estimate) if estimate else 0.005
-    time.sleep(w.rng.uniform(0, 1.3 * mean))
+    # Mostly within the time a recovery takes; now and then later, which also
+    # keeps the estimate learning from recoveries that finished.
+    time.sleep(w.rng.uniform(0, 1.3 * mean if w.rng.random() < 0.8 else 0.05))
     child.kill()
     assert child.killed_by_us and child.error is None, f"recovery failed in the child: {child.error}"
     opened = child.said("opened")
@@ -460,25 +462,37 @@ def damaged_log(path: Path, impl: str, rng: random.Random, seed: int) -> tuple[l
     return entries, index - 1
 
 
-def repair_rounds(fs: LazyFS, impl: str, seed: int, rounds: int) -> CutCounts:
+def _damage_of(plan: Any) -> tuple[str, int | None]:
+    d = plan.damage
+    return (os.path.basename(d.path or ""), d.offset) if d is not None else ("", None)
+
+
+def repair_rounds(fs: LazyFS, impl: str, seed: int, rounds: int, runner: str = "repair", kill_on: str = "") -> CutCounts:
     """Damage a log, run ``fastlog repair`` in a child, cut the power at a random
     moment of it; afterwards the log must open as exactly the prefix the repair
-    keeps, or still report the same damage (and then a second repair finishes
-    the job), never anything else."""
+    keeps, or still report the very damage it had (same file and offset: then a
+    second repair must plan the same cut and finish the job), never anything else.
+    ``runner="repair_by_rewriting"`` is the deliberately broken repair; ``kill_on``
+    kills the child as soon as it says that word instead of at a random moment."""
     from fastlog import tools
 
     rng = random.Random(seed)
     counts = CutCounts()
-    estimate: list[float] = [0.03]
+    estimate: list[float] = []
     options = {"segment_size": REPAIR_SEGMENT_SIZE}
     for k in range(rounds):
         path = fs.mount / f"repair-{impl}-{seed}-{k}"
         entries, keep = damaged_log(path, impl, rng, seed * 1000 + k)
         plan = tools.plan_repair(str(path), implementation=impl)
         assert plan.keep_last_index == keep, (plan.describe(), keep)
-        child = Child("repair", str(path), seed, impl, options)
+        child = Child(runner, str(path), seed, impl, options)
         assert child.wait_for("ready"), child.error
-        time.sleep(rng.uniform(0, 1.3 * sum(estimate) / len(estimate)))
+        if kill_on:
+            child.wait_for(kill_on)
+        elif k == 0:
+            child.wait_for("done")  # the first repair runs to the end: how long one takes
+        else:
+            time.sleep(rng.uniform(0, 1.2 * sum(estimate) / len(estimate)))
         child.kill()
         assert child.killed_by_us and child.error is None, f"repair failed in the child: {child.error}"
         done = child.said("done")
@@ -498,6 +512,13 @@ def repair_rounds(fs: LazyFS, impl: str, seed: int, rounds: int) -> CutCounts:
                 counts.failures.append(f"repair round {k}: reopen after the cut: {got.error}")
                 continue
             counts.bump("still_damaged")
+            again = tools.plan_repair(str(path), implementation=impl)
+            if _damage_of(again) != _damage_of(plan) or again.keep_last_index != keep:
+                counts.failures.append(
+                    f"repair round {k} ({impl}): after the cut the damage is {_damage_of(again)}, keeping 1..{again.keep_last_index};"
+                    f" before the repair it was {_damage_of(plan)}, keeping 1..{keep}; directory {fs.backing_path(path)}"
+                )
+                continue
             tools.repair(str(path), implementation=impl)
             got = read_log(path, segment_size=REPAIR_SEGMENT_SIZE, implementation=impl)
         have = {e[0]: e for e in got.entries}
@@ -544,7 +565,9 @@ def torn_rounds(fs: LazyFS, kind: str, impl: str, seed: int, rounds: int) -> Cut
     """Each round: a fresh log whose first segment is durable; LazyFS restarted with
     a torn-op or torn-seq fault on that segment; the writer runs until LazyFS
     crashes itself (or, when the fault is not reached in time, an ordinary
-    clear-cache cut); then LazyFS is restarted without faults and the log checked.
+    clear-cache cut); then LazyFS is restarted without faults, a child reopening
+    the log is killed and the power cut again while it recovers, and the log is
+    checked.
 
     The first segment exists before the fault is armed, so the torn writes are
     record writes and page write-backs (header claims included), never the
@@ -554,6 +577,7 @@ def torn_rounds(fs: LazyFS, kind: str, impl: str, seed: int, rounds: int) -> Cut
     """
     rng = random.Random(seed)
     total = CutCounts()
+    estimate: list[float] = []
     for k in range(rounds):
         w = Workload(fs, kind, impl, seed * 1000 + k, {"resets": False})
         fault = torn_fault(rng, fs.backing_path(w.path / "00000000000000000001.seg"))
@@ -568,7 +592,15 @@ def torn_rounds(fs: LazyFS, kind: str, impl: str, seed: int, rounds: int) -> Cut
                 total.bump(fault["type"])
         finally:
             fs.restart()
+        # What the fault left (a torn write, writes persisted out of order) is
+        # recovered by a child that is itself cut off mid-way.
+        if cut_during_recovery(w, estimate):
+            w.counts.bump("during_recovery")
+        w.counts.bump("recovery_cuts")
+        w.counts.cuts += 1
         w.check(f"{fault['type']} {fault}")
+        for key, n in w.counts.extra.items():
+            total.bump(key, n)
         total.cuts += w.counts.cuts
         total.acked += w.counts.acked
         total.acks += w.counts.acks

@@ -281,6 +281,31 @@ def repair_runner(say: Say, path: str, seed: int, impl: str, options: dict[str, 
     time.sleep(3600)
 
 
+def repair_by_rewriting(say: Say, path: str, seed: int, impl: str, options: dict[str, Any]) -> None:
+    """A deliberately broken repair, for the harness's own test: it replaces the
+    damaged segment by deleting it and writing it anew before cutting it, so a
+    power cut in between loses the entries the repair was meant to keep."""
+    from fastlog import tools
+
+    say("ready")
+    start = time.monotonic()
+    say("begin")
+    plan = tools.plan_repair(path, implementation=impl)
+    victim = os.path.join(path, plan.cut_file or plan.drop_files[0])
+    with open(victim, "rb") as f:
+        data = f.read()
+    os.unlink(victim)
+    say(f"gone {time.monotonic() - start:.6f}")
+    time.sleep(0.02)
+    with open(victim, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tools.repair(path, implementation=impl)
+    say(f"done {time.monotonic() - start:.6f}")
+    time.sleep(3600)
+
+
 WRITERS: dict[str, Callable[..., None]] = {
     "log": log_writer,
     "engine": engine_writer,
@@ -288,4 +313,5 @@ WRITERS: dict[str, Callable[..., None]] = {
     "journal": journal_writer,
     "recovery": recovery_opener,
     "repair": repair_runner,
+    "repair_by_rewriting": repair_by_rewriting,
 }
