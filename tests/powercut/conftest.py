@@ -43,15 +43,29 @@ def lazyfs_binary() -> Path:
     return ensure_built()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call":
+        item.powercut_failed = rep.failed
+
+
 @pytest.fixture
-def lazyfs(lazyfs_binary: Path) -> Iterator[LazyFS]:
-    """A fresh LazyFS mount, unmounted (``fusermount3 -u``) whatever the test does."""
+def lazyfs(lazyfs_binary: Path, request: pytest.FixtureRequest) -> Iterator[LazyFS]:
+    """A fresh LazyFS mount, unmounted (``fusermount3 -u``) whatever the test does;
+    its backing directory is kept when the test failed, for a look at what the
+    power cut left."""
     fs = LazyFS(lazyfs_binary)
     try:
         fs.start()
         yield fs
     finally:
-        fs.remove()
+        if getattr(request.node, "powercut_failed", False):
+            fs.stop()
+            print(f"power-cut test failed: the backing directory is kept in {fs.root}")
+        else:
+            fs.remove()
 
 
 @pytest.hookimpl(trylast=True)  # after -k / -m have deselected what they will
