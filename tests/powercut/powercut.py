@@ -554,10 +554,10 @@ def torn_fault(rng: random.Random, target: str) -> dict[str, Any]:
     if rng.random() < 0.5:
         parts = rng.choice([2, 3, 4, 8])
         persist = sorted(rng.sample(range(1, parts + 1), rng.randint(1, parts - 1)))
-        return {"type": "torn-op", "file": target, "occurrence": rng.randint(2, 30), "parts": parts, "persist": persist}
+        return {"type": "torn-op", "file": target, "occurrence": rng.randint(2, 12), "parts": parts, "persist": persist}
     return {
         "type": "torn-seq", "op": "write", "file": target,
-        "occurrence": rng.randint(1, 3), "persist": rng.choice([[2], [3], [1, 3], [2, 3], [1, 4]]),
+        "occurrence": rng.randint(1, 2), "persist": rng.choice([[2], [3], [1, 3], [2, 3], [1, 4]]),
     }
 
 

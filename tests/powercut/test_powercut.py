@@ -8,7 +8,7 @@ PySyncObj journal's term and vote.  See powercut.py for a round, and
 docs/durability.md ("How this is tested") for what it shows.
 
 Scale: FASTLOG_POWER_CUTS (the default run's cuts per writer test, 24) and
-FASTLOG_POWER_CUTS_SLOW (the ``slow`` test: that many writer rounds per writer kind and core, 40).
+FASTLOG_POWER_CUTS_SLOW (the ``slow`` test: that many writer rounds per writer kind and core, 30).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from powercut import CutCounts, Workload, repair_rounds, run_for, torn_rounds
 from powercut_writers import BROKEN_FDATASYNC_ENV
 
 CUTS = env_int("FASTLOG_POWER_CUTS", 24)
-CUTS_SLOW = env_int("FASTLOG_POWER_CUTS_SLOW", 40)
+CUTS_SLOW = env_int("FASTLOG_POWER_CUTS_SLOW", 30)
 
 
 @pytest.fixture(params=CORE_NAMES)
