@@ -1,6 +1,6 @@
 """Fork a writer, SIGKILL it, cut the power under it, reopen and check the promise.
 
-A round (:func:`cut_round`): fork a child running one of
+A round of a :class:`Workload`: fork a child running one of
 :mod:`powercut_writers` on the LazyFS mount; let it work for a random moment;
 SIGKILL it; write back the pages it dirtied through its mapping (``syncfs``:
 the kernel's page cache sits above LazyFS); drop everything not fsynced
@@ -8,7 +8,10 @@ the kernel's page cache sits above LazyFS); drop everything not fsynced
 :class:`crashsim.LogModel`; reopen on the mount and check every acknowledged
 entry, the purge boundary and the hard state against it.  The reopened log is
 closed (so durable) and becomes the start of the next round, in the same
-directory.
+directory.  :func:`run_for` runs rounds, some followed by cuts during the
+recovery of what they left (:func:`cut_during_recovery`);
+:func:`repair_rounds` cuts the power under ``fastlog repair``;
+:func:`torn_rounds` lets LazyFS tear writes and crash itself.
 """
 from __future__ import annotations
 
@@ -180,23 +183,20 @@ def replay(model: LogModel, lines: list[str], journal: bool = False) -> int:
 
 
 def acknowledged_entries(model: LogModel, position: tuple[int, int, int]) -> list[tuple[int, int, int, bytes]]:
-    """The entries a crash at ``position`` must keep: acknowledged, and removed by no operation begun since."""
+    """The entries a crash at ``position`` must keep: acknowledged, and removed by
+    no operation begun since (a cut removes what lies at or above it, a reset
+    everything; below a purge begun since, either boundary is allowed)."""
     lo, hi, _ = position
     state = model.states[lo]
-    keep_below = state.last_stored
-    for j in range(lo + 1, hi + 1):
-        kind, arg = model.ops[j]
+    floor, ceiling = 0, state.last_stored
+    for kind, arg in model.ops[lo + 1:hi + 1]:
         if kind == "cut":
-            keep_below = min(keep_below, arg - 1)
+            ceiling = min(ceiling, arg - 1)
         elif kind in ("reset", "rebase"):
-            keep_below = 0
+            ceiling = 0
         elif kind == "purge":
-            pass  # a purge keeps what lies above it; below it, either boundary is allowed
-    floor = 0
-    for j in range(lo + 1, hi + 1):
-        if model.ops[j][0] == "purge":
-            floor = max(floor, model.ops[j][1])
-    return [e for e in state.entries if floor < e[0] <= keep_below]
+            floor = max(floor, arg)
+    return [e for e in state.entries if floor < e[0] <= ceiling]
 
 
 def count_lost(model: LogModel, position: tuple[int, int, int], got: Recovered) -> tuple[int, int]:
