@@ -1,4 +1,4 @@
-"""Fixtures of the power-cut suite: LazyFS built once per session, one mount per test.
+"""Fixtures of the power-cut suite: LazyFS built once per test run, one mount per test.
 
 Where the suite cannot run (not root, no /dev/fuse, no fusermount3, LazyFS
 neither built nor buildable) its tests are left out and the terminal summary

@@ -104,6 +104,7 @@ def test_pysyncobj_journal(request: pytest.FixtureRequest, lazyfs: LazyFS, impl:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["log", "engine"])
 def test_many_power_cuts(request: pytest.FixtureRequest, lazyfs: LazyFS, impl: str, kind: str) -> None:
+    """The longer run: FASTLOG_POWER_CUTS_SLOW rounds of the sync Log and of the engine."""
     counts = run_for(lazyfs, kind, impl, seed=11, rounds=CUTS_SLOW, recovery_every=3)
     _report(request, impl, counts, f"{kind}, many cuts")
     _assert_kept(counts)
@@ -153,7 +154,11 @@ def test_broken_repair_is_caught(lazyfs: LazyFS, impl: str) -> None:
 
 @pytest.mark.parametrize("kind", ["log", "engine"])
 def test_torn_writes(request: pytest.FixtureRequest, lazyfs: LazyFS, impl: str, kind: str) -> None:
-    """LazyFS's torn-op and torn-seq faults on the segment being written."""
+    """LazyFS's torn-op and torn-seq faults on the segment being written, each followed
+    by a cut while a child recovers.  Seen failing on the broken build
+    (FASTLOG_POWERCUT_NO_FDATASYNC=1, compiled core): the first torn-op round of
+    both writers reopened with CorruptionError "data ends early" (a header claim
+    had reached the disk, the records it claimed had not)."""
     counts = torn_rounds(lazyfs, kind, impl, seed=7, rounds=max(2, CUTS // 4))
     _report(request, impl, counts, f"torn writes, {kind}")
     _assert_kept(counts)
