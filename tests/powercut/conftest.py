@@ -1,7 +1,7 @@
 """Fixtures of the power-cut suite: LazyFS built once per test run, one mount per test.
 
 Where the suite cannot run (not root, no /dev/fuse, no fusermount3, LazyFS
-neither built nor buildable) its tests are left out and the terminal summary
+neither built nor buildable, or a trial mount fails) its tests are left out and the terminal summary
 says so in one line.
 """
 from __future__ import annotations
@@ -28,7 +28,11 @@ def _reason() -> str | None:
         reason = unavailable_reason()
         if reason is None:
             try:
-                ensure_built()
+                probe = LazyFS(ensure_built())  # /dev/fuse may be there and still refuse a mount
+                try:
+                    probe.start()
+                finally:
+                    probe.remove()
             except Exception as exc:
                 reason = str(exc)
         _skip_reason.append(reason)
