@@ -19,6 +19,7 @@ for extra in (HERE, HERE.parent / "crash"):  # crashsim: the model shared with t
         sys.path.insert(0, str(extra))
 
 from lazyfs_mount import LazyFS, ensure_built, unavailable_reason
+from powercut import kill_leftover_children
 
 _skip_reason: list[str | None] = []
 
@@ -65,6 +66,7 @@ def lazyfs(lazyfs_binary: Path, request: pytest.FixtureRequest) -> Iterator[Lazy
         fs.start()
         yield fs
     finally:
+        kill_leftover_children()  # a test that failed mid-round leaves its writer running
         if getattr(request.node, "powercut_failed", False):
             fs.stop()
             print(f"power-cut test failed: the backing directory is kept in {fs.root}")

@@ -15,6 +15,7 @@ recovery of what they left (:func:`cut_during_recovery`);
 """
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import signal
@@ -33,6 +34,21 @@ from powercut_writers import WRITERS, apply_broken_build
 # library's fallback (a write to every block, each a FUSE round trip): about
 # 1 s per MiB here.  64 KiB keeps rollovers frequent and cheap.
 SEGMENT_SIZE = 64 << 10
+
+
+_running: set[int] = set()  # children not reaped yet
+
+
+@atexit.register
+def kill_leftover_children() -> None:
+    """SIGKILL and reap children an interrupted test left running (before the unmount)."""
+    for pid in list(_running):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        _running.discard(pid)
 
 
 class Child:
@@ -62,6 +78,7 @@ class Child:
                 os._exit(code)
         os.close(w)
         self.pid = pid
+        _running.add(pid)
         self.lines: list[str] = []
         self.error: str | None = None
         self.status: int | None = None
@@ -121,6 +138,7 @@ class Child:
         except ProcessLookupError:
             pass
         _, status = os.waitpid(self.pid, 0)
+        _running.discard(self.pid)
         self._reader.join(timeout=60)
         self.status = status
         return status
