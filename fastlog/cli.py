@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Callable, List, Optional, Sequence
 
@@ -27,18 +28,19 @@ COMMAND_MODULES: List[str] = [
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from fastlog import __version__
 
-        return version("fastlog")
-    except Exception:  # not installed as a distribution (e.g. run from a checkout)
-        from pathlib import Path
+    return __version__
 
-        version_file = Path(__file__).resolve().parent.parent / "VERSION"
-        try:
-            return version_file.read_text().strip()
-        except OSError:
-            return "unknown"
+
+EPILOG = """\
+exit status (each command's --help has its own list):
+  0    success
+  1    damage found (verify, repair, inspect, dump), or invalid results (bench)
+  2    bad options, or the directory could not be used: no such directory,
+       not a fastlog log directory, log directory in use
+  3    dump: none of the requested entries is in the log; bench: a target missed
+  130  interrupted (Ctrl-C)"""
 
 
 def build_parser(modules: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
@@ -46,6 +48,8 @@ def build_parser(modules: Optional[Sequence[str]] = None) -> argparse.ArgumentPa
     parser = argparse.ArgumentParser(
         prog="fastlog",
         description="fastlog: a crash-safe Raft log store. Tools and benchmarks.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"fastlog {_version()}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -71,13 +75,26 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         status = handler(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # Output piped into e.g. `head`: not an error worth a traceback.
+        # The reader went away (`fastlog dump DIR | head`): that is how such a
+        # pipeline ends, not an error.  Point stdout at /dev/null so the
+        # interpreter's last flush of the buffered rest cannot fail once more.
+        _silence_stdout()
         return 0
     return 0 if status is None else int(status)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is no real file (e.g. captured in a test)
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -76,3 +76,10 @@ class EntryTooLargeError(InvalidEntryError):
 
 class EntryTypeError(FastlogError, TypeError):
     """A value passed in has the wrong type."""
+
+
+class FastlogWarning(UserWarning):
+    """Something works, but not as well as it should (e.g. the slow pure-Python core)."""
+
+
+__all__ += ["FastlogWarning"]
