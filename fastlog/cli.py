@@ -16,7 +16,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
@@ -25,6 +25,14 @@ COMMAND_MODULES: List[str] = [
     "fastlog.bench.command",  # bench
     "fastlog.tools",  # verify, repair, inspect, dump
 ]
+
+#: The subcommands each module registers.  ``fastlog verify DIR`` then imports
+#: only the module of ``verify``: the benchmark harness alone takes longer to
+#: import than a verify of a small log takes to run.
+COMMANDS_OF: Dict[str, Tuple[str, ...]] = {
+    "fastlog.bench.command": ("bench",),
+    "fastlog.tools": ("verify", "repair", "inspect", "dump"),
+}
 
 
 def _version() -> str:
@@ -66,8 +74,18 @@ def build_parser(modules: Optional[Sequence[str]] = None) -> argparse.ArgumentPa
     return parser
 
 
+def _modules_for(argv: Sequence[str]) -> Optional[List[str]]:
+    """The one module whose subcommand ``argv`` names, or None (all of them)."""
+    named = next((arg for arg in argv if not arg.startswith("-")), None)
+    if named is None:
+        return None
+    modules = [m for m in COMMAND_MODULES if named in COMMANDS_OF.get(m, ())]
+    return modules or None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_modules_for(argv))
     args = parser.parse_args(argv)
     handler: Optional[Callable[[argparse.Namespace], Optional[int]]] = getattr(args, "handler", None)
     if handler is None:
