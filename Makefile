@@ -39,7 +39,27 @@ test-py: build
 # CI fuzzes the C decoder for a bounded time (FUZZ_SECONDS) as part of the suite.
 FUZZ_SECONDS ?= 30
 
-test: build test-c asan fuzz test-ext test-py
+test: build test-c asan fuzz test-ext test-py sdist-check
+
+# The release as a user gets it: build the sdist, install it (compiling the
+# shipped C) in a fresh venv, and run the sdist's own tests against the installed
+# package from outside any source tree (the unpacked copy loses its packages).
+# tests/test_packaging.py also checks the archive and a build without a compiler.
+SDIST_CHECK := build/sdist-check
+.PHONY: sdist-check
+sdist-check: venv
+	rm -rf $(SDIST_CHECK) && mkdir -p $(SDIST_CHECK)
+	$(PY) -m build --sdist --outdir $(SDIST_CHECK)/dist . > $(SDIST_CHECK)/build.log 2>&1 \
+	    || { cat $(SDIST_CHECK)/build.log; exit 1; }
+	$(PYTHON) -m venv $(SDIST_CHECK)/venv
+	$(SDIST_CHECK)/venv/bin/pip install -q -U pip "setuptools>=77.0.3"
+	$(SDIST_CHECK)/venv/bin/pip install -q "$$(ls $(SDIST_CHECK)/dist/fastlog-*.tar.gz)[test]"
+	mkdir -p $(SDIST_CHECK)/src
+	tar -xzf $(SDIST_CHECK)/dist/fastlog-*.tar.gz -C $(SDIST_CHECK)/src --strip-components=1
+	rm -rf $(SDIST_CHECK)/src/fastlog $(SDIST_CHECK)/src/fastlog_ext
+	cd $(SDIST_CHECK)/src && FASTLOG_REQUIRE_EXTENSION=1 FASTLOG_SOURCE_TREE="$(CURDIR)" \
+	    FASTLOG_SDIST="$$(ls $(CURDIR)/$(SDIST_CHECK)/dist/fastlog-*.tar.gz)" \
+	    ../venv/bin/python -m pytest -q -p no:cacheprovider --benchmark-disable -m "not slow" tests
 
 bench: build
 	$(PY) -m fastlog bench --json bench-results/bench.json --chart bench-results/bench.png

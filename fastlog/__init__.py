@@ -29,7 +29,7 @@ from .log import Log
 #: The entry class of the active implementation (compiled or pure Python).
 Entry = _core.Entry
 
-#: The release, e.g. "0.1.0" (read on first use; see _read_version).
+#: The release, as in VERSION (read on first use; see _read_version).
 __version__: str
 
 __all__ = [
