@@ -252,7 +252,12 @@ def test_dump_says_which_requested_entries_are_purged_or_past_the_end(impl: str,
 
 
 def test_dump_into_a_pipe_that_closes_ends_quietly(impl: str, images: Dict[str, Path]) -> None:
-    """`fastlog dump DIR | head -2`: no traceback, no "Broken pipe", exit status 0."""
+    """`fastlog dump DIR | head -2`: no traceback, no "Broken pipe", exit status 0.
+
+    Seen failing on a deliberately broken build: with the BrokenPipeError
+    handling taken out of the command line, the child printed "fastlog dump:
+    error: Broken pipe" and exited with 2.
+    """
     # 600 lines of 400+ hex characters: far more than a pipe buffers.
     proc = subprocess.Popen(command(["dump", str(images["intact"]), "--hex", "--width", "0"]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(impl))
@@ -316,8 +321,9 @@ def test_repair_finishes_its_writes_when_pwrite_writes_less(impl: str, images: D
     """pwrite may write fewer bytes than asked; repair must write the rest.
 
     Seen failing on a deliberately broken build: with _pwrite_all reduced to a
-    single os.pwrite call, the cut segment kept a half-written header and
-    non-zero bytes after the cut, and this test failed (verify reported damage).
+    single os.pwrite call whose count is ignored (the code before this test),
+    the bytes after the cut stayed non-zero ("the zeroing after the cut stopped
+    early"), and the next test's pwrite that writes nothing went unnoticed.
     """
     d = tmp_path / "damaged"
     shutil.copytree(images["damaged"], d)
