@@ -27,9 +27,8 @@ import json
 import os
 import sys
 from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import _osio
 from ._core_api import SEG_DATA_START, SEG_HEADER_SIZE
@@ -905,7 +904,8 @@ def register(subparsers: Any) -> None:
                    help="last index, inclusive (default: the last entry)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object per entry and line; the payload whole, in base64")
-    p.add_argument("--hex", action="store_true", help="payload as hex: instead of a bytes repr, or in JSON payload_hex instead of payload_base64")
+    p.add_argument("--hex", action="store_true",
+                   help="payload as hex: instead of a bytes repr, or in JSON payload_hex instead of payload_base64")
     p.add_argument("--width", type=_index, default=80, metavar="CHARS",
                    help="cut text payloads longer than this (0: never; JSON is never cut)")
     p.add_argument("--limit", type=_index, default=0, metavar="N", help="stop after N entries (0: no limit)")

@@ -174,7 +174,8 @@ def test_damage_is_reported_in_the_same_words(impl: str, images: Dict[str, Path]
     damaged = f"log directory damaged: {d}: {where}"
     assert verify.returncode == 1 and "DAMAGED" in verify.stdout
     assert verify.stderr == f"fastlog verify: error: {damaged}; `fastlog repair` cuts the log before it\n"
-    tail = "; entries after index 39 cannot be read; `fastlog verify` lists all damage, `fastlog repair` cuts the log before it\n"
+    tail = ("; entries after index 39 cannot be read; `fastlog verify` lists all damage, "
+            "`fastlog repair` cuts the log before it\n")
     assert inspect.returncode == 1 and "1..39" in inspect.stdout
     assert inspect.stderr == f"fastlog inspect: error: {damaged}{tail}"
     # dump prints what verifies, then says why it stopped, and fails.
@@ -241,7 +242,8 @@ def test_dump_says_which_requested_entries_are_purged_or_past_the_end(impl: str,
     assert straddle.stderr.splitlines() == [f"fastlog dump: note: entries 98..100 {purged}",
                                             "fastlog dump: 2 entries printed (COMMAND 2)"]
     assert gone.returncode == 3 and entry_lines(gone.stdout) == []
-    assert gone.stderr.splitlines() == [f"fastlog dump: note: entries 10..20 {purged}", "fastlog dump: 0 entries printed"]
+    assert gone.stderr.splitlines() == [f"fastlog dump: note: entries 10..20 {purged}",
+                                        "fastlog dump: 0 entries printed"]
     assert past.returncode == 0 and [r[0] for r in entry_lines(past.stdout)] == ["598", "599", "600"]
     assert "fastlog dump: note: entries 601..700 are past the end of the log (its last index is 600)" in past.stderr
     assert beyond.returncode == 3 and entry_lines(beyond.stdout) == []
