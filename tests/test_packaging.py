@@ -123,6 +123,9 @@ def _import_reports(cases: Dict[str, tuple]) -> Dict[str, dict]:
 
 
 def test_the_pure_python_fallback_warns_once_with_the_fix() -> None:
+    """Seen failing on a deliberately broken build: with the call to _warn_fallback
+    taken out of fastlog._impl (the silent fallback this replaces), the "not
+    built" child reported no warning at all."""
     reports = _import_reports({
         "not built": (["fastlog_ext._core"], python_env()),
         "chosen at run time": (["fastlog_ext._core"], python_env(FASTLOG_NO_EXTENSIONS="1")),
@@ -242,6 +245,9 @@ def _no_compiler_env(tmp_path: Path, **changes: Optional[str]) -> Dict[str, str]
 
 @needs_sdist
 def test_without_a_compiler_the_build_stops_naming_the_way_out(tmp_path: Path) -> None:
+    """Seen failing on a deliberately broken build: an sdist whose setup.py lets
+    compiler failures through untranslated ended in the bare
+    "error: [Errno 2] No such file or directory: 'gcc'" this replaces."""
     res = _pip_wheel(tmp_path, _no_compiler_env(tmp_path))
     output = res.stdout + res.stderr
     assert res.returncode != 0, output
