@@ -191,10 +191,12 @@ def test_the_quick_start_runs_twice_in_a_row(core_module: ModuleType, tmp_path: 
 
 @needs_sdist
 def test_the_tests_use_the_installed_package() -> None:
+    import sysconfig
+
     installed = Path(fastlog.__file__).resolve()
-    assert not installed.is_relative_to(ROOT), f"imported {installed} from the unpacked sdist"
-    if SOURCE_TREE:
-        assert not installed.is_relative_to(Path(SOURCE_TREE).resolve()), f"imported {installed} from the checkout"
+    site_packages = Path(sysconfig.get_paths()["purelib"]).resolve()
+    assert installed == site_packages / "fastlog" / "__init__.py", f"imported {installed}, not the installed package"
+    assert not installed.is_relative_to(ROOT)
     assert fastlog.IMPLEMENTATION == "c"
 
 
