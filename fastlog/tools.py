@@ -77,11 +77,11 @@ def require_log_directory(path: "str | os.PathLike[str]") -> str:
     """The absolute path of ``path`` if it is a fastlog log directory, else raise.
 
     A log directory holds segment files or a ``STATE`` file that starts with
-    the state-file magic (a STATE damaged after its magic still counts: that is
-    damage to report, not a stranger's directory).  Every log fastlog creates writes its STATE
-    before anything else, so an empty directory, or one holding other files
-    only, was never a log.  Raises FileNotFoundError for a missing path and
-    :class:`NotALogError` for anything else.
+    the state-file magic (a STATE damaged after its magic still counts: that
+    is damage to report, not a stranger's directory).  Every log fastlog
+    creates writes its STATE before anything else, so an empty directory, or
+    one holding other files only, was never a log.  Raises FileNotFoundError
+    for a missing path and :class:`NotALogError` for anything else.
     """
     from .smallfile import MAGIC
 
@@ -511,7 +511,7 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     while view:
         written = os.pwrite(fd, view, offset)
         if written <= 0:
-            raise OSError(errno.EIO, f"pwrite wrote nothing at offset {offset} of {len(view)} bytes")
+            raise OSError(errno.EIO, f"pwrite wrote nothing ({len(view)} bytes left at offset {offset})")
         view = view[written:]
         offset += written
 
