@@ -52,7 +52,30 @@ lazyfs:
 	elif bash $(LAZYFS_SRC)/build.sh build/lazyfs > build/lazyfs-build.log 2>&1; then echo "lazyfs: built build/lazyfs/lazyfs"; \
 	else echo "lazyfs: build failed (build/lazyfs-build.log); the power-cut tests will skip"; fi
 
-test: build test-c asan fuzz lazyfs test-ext test-py perf-gate
+test: build test-c asan fuzz lazyfs test-ext test-py sdist-check perf-gate
+# The release as a user gets it: build the sdist, install it (compiling the
+# shipped C) in a fresh venv, and run the sdist's own tests against the installed
+# package from outside any source tree (the unpacked copy loses its packages).
+# tests/test_packaging.py also checks the archive and a build without a compiler.
+# The long fault harnesses (power cuts, crash images, kills, full disks, the
+# filesystem matrix) exercise the same code as in the tree and run there only.
+SDIST_SKIP := --ignore=tests/powercut --ignore=tests/crash --ignore=tests/test_kill.py \
+    --ignore=tests/test_full_disk.py
+SDIST_CHECK := build/sdist-check
+.PHONY: sdist-check
+sdist-check: venv
+	rm -rf $(SDIST_CHECK) && mkdir -p $(SDIST_CHECK)
+	$(PY) -m build --sdist --outdir $(SDIST_CHECK)/dist . > $(SDIST_CHECK)/build.log 2>&1 \
+	    || { cat $(SDIST_CHECK)/build.log; exit 1; }
+	$(PYTHON) -m venv $(SDIST_CHECK)/venv
+	$(SDIST_CHECK)/venv/bin/pip install -q -U pip "setuptools>=77.0.3"
+	$(SDIST_CHECK)/venv/bin/pip install -q "$$(ls $(SDIST_CHECK)/dist/fastlog-*.tar.gz)[test]"
+	mkdir -p $(SDIST_CHECK)/src
+	tar -xzf $(SDIST_CHECK)/dist/fastlog-*.tar.gz -C $(SDIST_CHECK)/src --strip-components=1
+	rm -rf $(SDIST_CHECK)/src/fastlog $(SDIST_CHECK)/src/fastlog_ext
+	cd $(SDIST_CHECK)/src && FASTLOG_REQUIRE_EXTENSION=1 FASTLOG_SOURCE_TREE="$(CURDIR)" \
+	    FASTLOG_SDIST="$$(ls $(CURDIR)/$(SDIST_CHECK)/dist/fastlog-*.tar.gz)" \
+	    ../venv/bin/python -m pytest -q -p no:cacheprovider --benchmark-disable -m "not slow" $(SDIST_SKIP) tests
 
 bench: build
 	$(PY) -m fastlog bench --json bench-results/bench.json --chart bench-results/bench.png

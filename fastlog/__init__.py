@@ -29,7 +29,8 @@ from .log import Log
 #: The entry class of the active implementation (compiled or pure Python).
 Entry = _core.Entry
 
-__version__ = "0.1.0"
+#: The release, as in VERSION (read on first use; see _read_version).
+__version__: str
 
 __all__ = [
     "Entry",
@@ -58,7 +59,32 @@ def open(path, **options):  # noqa: A001 - mirrors the built-in on purpose: fast
     return open_engine(path, **options)
 
 
+def _read_version() -> str:
+    """The version, whose one source is the VERSION file of the source tree.
+
+    A source checkout reads that file (it is current even before a reinstall);
+    an installed package reads its distribution metadata, which the build
+    derived from the same file.
+    """
+    from pathlib import Path
+
+    tree = Path(__file__).resolve().parent.parent
+    if (tree / "pyproject.toml").is_file() and (tree / "VERSION").is_file():
+        return (tree / "VERSION").read_text().strip()
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("fastlog")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def __getattr__(name: str):
+    if name == "__version__":
+        # Computed on first use: importing fastlog stays free of file and metadata reads.
+        global __version__
+        __version__ = _read_version()
+        return __version__
     if name in ("FileStorageEngine", "FileLogStore", "FileMetaStore"):
         from . import engine, meta
 

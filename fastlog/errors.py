@@ -93,3 +93,10 @@ class EntryTypeError(FastlogError, TypeError):
 
 class InvalidTermError(InvalidEntryError):
     """A batch's terms decrease, or start below the term of the entry before it."""
+
+
+class FastlogWarning(UserWarning):
+    """Something works, but not as well as it should (e.g. the slow pure-Python core)."""
+
+
+__all__ += ["FastlogWarning"]

@@ -20,21 +20,28 @@ Library use::
 from __future__ import annotations
 
 import argparse
+import base64
+import errno
 import fcntl
+import json
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import _osio
 from ._core_api import SEG_DATA_START, SEG_HEADER_SIZE
 from ._impl import load_core
+from ._types import EntryKind
 from .errors import CorruptionError, FastlogError, LockedError
 from .log import LOCK_FILE, STATE_FILE, Log
 from .meta import HARD_STATE_FILE, FileMetaStore
 from .segment import SegmentHeader, decode_segment_header, encode_segment_header, parse_segment_name
 
 __all__ = [
+    "NotALogError",
+    "require_log_directory",
     "SegmentReport",
     "VerifyReport",
     "RepairPlan",
@@ -48,7 +55,56 @@ __all__ = [
 
 EXIT_OK = 0
 EXIT_DAMAGED = 1
-EXIT_UNUSABLE = 2  # not a log directory, in use, or the user said no
+EXIT_UNUSABLE = 2  # bad options, no such directory, not a log, in use, or the user said no
+EXIT_NOT_IN_LOG = 3  # dump: none of the requested entries is in the log
+
+
+# ---------------------------------------------------------------------------
+# what a log directory is
+# ---------------------------------------------------------------------------
+
+
+class NotALogError(FastlogError):
+    """The path exists but is not a fastlog log directory; nothing was read or changed."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"not a fastlog log directory: {path} ({reason})")
+
+
+def require_log_directory(path: "str | os.PathLike[str]") -> str:
+    """The absolute path of ``path`` if it is a fastlog log directory, else raise.
+
+    A log directory holds segment files or a ``STATE`` file that starts with
+    the state-file magic (a STATE damaged after its magic still counts: that
+    is damage to report, not a stranger's directory).  Every log fastlog
+    creates writes its STATE before anything else, so an empty directory, or
+    one holding other files only, was never a log.  Raises FileNotFoundError
+    for a missing path and :class:`NotALogError` for anything else.
+    """
+    from .smallfile import MAGIC
+
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.lexists(path):
+        raise FileNotFoundError(errno.ENOENT, "no such directory", path)
+    if not os.path.isdir(path):
+        raise NotALogError(path, "it is a file, not a directory")
+    names = os.listdir(path)
+    if any(parse_segment_name(name) is not None for name in names):
+        return path
+    if STATE_FILE in names:
+        try:
+            with open(os.path.join(path, STATE_FILE), "rb") as f:
+                head = f.read(len(MAGIC))
+        except IsADirectoryError:
+            head = b""
+        if head == MAGIC:
+            return path
+        raise NotALogError(path, f"its {STATE_FILE} file is not a fastlog log state and it has no segment files")
+    if not [n for n in names if n != LOCK_FILE]:
+        raise NotALogError(path, "it is empty")
+    raise NotALogError(path, f"it holds no {STATE_FILE} file and no segment files")
 
 
 # ---------------------------------------------------------------------------
@@ -164,9 +220,7 @@ def verify(path: str, *, implementation: Optional[str] = None) -> VerifyReport:
     tail that was never made durable is normal after a crash: it is listed
     (reopening cuts it) but is not damage.
     """
-    path = os.path.abspath(path)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"no such log directory: {path}")
+    path = require_log_directory(path)
     report = VerifyReport(path)
     _check_small_files(path, report)
     if any(e.path and os.path.basename(e.path) == STATE_FILE for e in report.damage):
@@ -397,7 +451,7 @@ def repair(path: str, plan: Optional[RepairPlan] = None, *, implementation: Opti
     cut segment's ``synced_end`` is lowered to the cut and the removed bytes are
     zeroed, then everything is synced: reopening afterwards finds a clean end.
     """
-    path = os.path.abspath(path)
+    path = require_log_directory(path)
     if plan is None:
         plan = plan_repair(path, implementation=implementation)
     if plan.unrepairable:
@@ -432,7 +486,7 @@ def _cut_segment(seg_path: str, offset: int, crc32c: Callable) -> None:
         hdr = decode_segment_header(os.pread(fd, SEG_HEADER_SIZE, 0), crc32c, seg_path)
         # First stop claiming the bytes about to be removed, durably...
         lowered = SegmentHeader(hdr.generation, hdr.first_index, hdr.prev_crc, min(hdr.synced_end, offset), hdr.data_start)
-        os.pwrite(fd, encode_segment_header(lowered, crc32c), 0)
+        _pwrite_all(fd, encode_segment_header(lowered, crc32c), 0)
         _osio.fdatasync(fd)
         # ...then zero them, so the scan finds a clean end there.
         size = os.fstat(fd).st_size
@@ -440,13 +494,26 @@ def _cut_segment(seg_path: str, offset: int, crc32c: Callable) -> None:
         pos = offset
         while pos < size:
             n = min(len(chunk), size - pos)
-            os.pwrite(fd, chunk[:n], pos)
+            _pwrite_all(fd, chunk[:n], pos)
             pos += n
         exact = SegmentHeader(hdr.generation, hdr.first_index, hdr.prev_crc, offset, hdr.data_start)
-        os.pwrite(fd, encode_segment_header(exact, crc32c), 0)
+        _pwrite_all(fd, encode_segment_header(exact, crc32c), 0)
         _osio.fdatasync(fd)
     finally:
         os.close(fd)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset``: pwrite may write less than asked
+    (a signal, a quota, a filesystem's own limit), and a half-zeroed tail or a
+    half-written header would leave the repair undone without a word."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:
+            raise OSError(errno.EIO, f"pwrite wrote nothing ({len(view)} bytes left at offset {offset})")
+        view = view[written:]
+        offset += written
 
 
 # ---------------------------------------------------------------------------
@@ -454,10 +521,16 @@ def _cut_segment(seg_path: str, offset: int, crc32c: Callable) -> None:
 # ---------------------------------------------------------------------------
 
 
+def open_read_only(path: "str | os.PathLike[str]", *, implementation: Optional[str] = None) -> Log:
+    """The log at ``path`` opened the way every tool reads it: read-only, under
+    the shared lock, stopping at damage (``log.damage``) instead of raising."""
+    return Log(require_log_directory(path), read_only=True, stop_at_damage=True, implementation=implementation)
+
+
 def inspect(path: str, *, implementation: Optional[str] = None) -> Dict[str, Any]:
     """A description of the log: segments, index range, purge boundary, generation, hard state."""
-    path = os.path.abspath(path)
-    with Log(path, read_only=True, stop_at_damage=True, implementation=implementation) as log:
+    path = require_log_directory(path)
+    with open_read_only(path, implementation=implementation) as log:
         boundary = log.purge_boundary()
         info: Dict[str, Any] = {
             "path": path,
@@ -497,22 +570,69 @@ def inspect(path: str, *, implementation: Optional[str] = None) -> Dict[str, Any
     return info
 
 
+def readable_range(log: Log) -> Tuple[int, int]:
+    """(first, last) index of the entries ``log`` can return; (0, 0) when none."""
+    first = log.first_index()
+    return (first, log.last_index()) if first else (0, 0)
+
+
+def iter_entries(log: Log, start: Optional[int] = None, end: Optional[int] = None, *,
+                 batch: int = 4096) -> Iterator[Any]:
+    """The readable entries of ``log`` with ``start <= index <= end`` (default: all), ascending."""
+    first, last = readable_range(log)
+    if first == 0:
+        return
+    lo = first if start is None else max(start, first)
+    hi = last if end is None else min(end, last)
+    while lo <= hi:
+        yield from log.get_entries(lo, min(hi, lo + batch - 1))
+        lo += batch
+
+
 def dump(path: str, start: Optional[int] = None, end: Optional[int] = None, *,
          implementation: Optional[str] = None, batch: int = 4096) -> Iterator[Any]:
-    """Yield the entries with ``start <= index <= end`` (default: all), ascending."""
-    with Log(os.path.abspath(path), read_only=True, stop_at_damage=True, implementation=implementation) as log:
-        first, last = log.first_index(), log.last_index()
-        if first == 0:
-            return
-        lo = first if start is None else max(start, first)
-        hi = last if end is None else min(end, last)
-        while lo <= hi:
-            chunk = log.get_entries(lo, min(hi, lo + batch - 1))
-            yield from chunk
-            lo += batch
+    """Yield the entries with ``start <= index <= end`` (default: all), ascending.
+
+    Stops silently at damage; open the log with :func:`open_read_only` and look
+    at ``log.damage`` (as ``fastlog dump`` does) to tell.
+    """
+    with open_read_only(path, implementation=implementation) as log:
+        yield from iter_entries(log, start, end, batch=batch)
+
+
+def range_notes(log: Log, start: Optional[int], end: Optional[int]) -> List[str]:
+    """Why part of ``[start, end]`` cannot be printed: purged, or past the end.
+
+    Entries missing because of damage are not explained here: the damage is
+    reported on its own.
+    """
+    first, last = readable_range(log)
+    boundary = log.purge_boundary()
+    notes: List[str] = []
+    if first == 0:
+        purged = "" if boundary is None else f" (purged up to index {boundary.index}, term {boundary.term})"
+        if log.damage is None:
+            notes.append("the log holds no entries" + purged)
+        return notes
+    lo = 1 if start is None else max(start, 1)
+    if boundary is not None and start is not None and lo < first:
+        upto = first - 1 if end is None else min(end, first - 1)
+        notes.append(f"entries {lo}..{upto} were purged (the purge boundary is index {boundary.index}, "
+                     f"term {boundary.term})")
+    if log.damage is None and end is not None and end > last:
+        past = max(lo, last + 1)
+        notes.append(f"entries {past}..{end} are past the end of the log (its last index is {last})")
+    elif log.damage is None and start is not None and start > last:
+        notes.append(f"nothing from index {start} on: the log ends at index {last}")
+    return notes
+
+
+#: The column names ``fastlog dump`` prints first (without --json).
+DUMP_COLUMNS = ("index", "term", "kind", "bytes", "payload")
 
 
 def format_entry(entry: Any, *, hex_payload: bool = False, width: int = 80) -> str:
+    """One tab-separated line with the :data:`DUMP_COLUMNS` of ``entry``."""
     payload = bytes(entry.payload)
     if hex_payload:
         text = payload.hex()
@@ -520,20 +640,109 @@ def format_entry(entry: Any, *, hex_payload: bool = False, width: int = 80) -> s
         text = repr(payload)
     if width and len(text) > width:
         text = text[: max(0, width - 3)] + "..."
-    kind = getattr(entry.kind, "name", str(entry.kind))
-    return f"{entry.index}\t{entry.term}\t{kind}\t{len(payload)}\t{text}"
+    return f"{entry.index}\t{entry.term}\t{_kind_name(entry.kind)}\t{len(payload)}\t{text}"
+
+
+def entry_json(entry: Any, *, hex_payload: bool = False) -> str:
+    """One JSON object: index, term, kind, bytes and the whole payload, as
+    ``payload_base64`` (standard alphabet, padded) or, with ``hex_payload``,
+    ``payload_hex``; the key names the encoding so a reader never guesses."""
+    payload = bytes(entry.payload)
+    record: Dict[str, Any] = {
+        "index": entry.index,
+        "term": entry.term,
+        "kind": _kind_name(entry.kind),
+        "bytes": len(payload),
+    }
+    if hex_payload:
+        record["payload_hex"] = payload.hex()
+    else:
+        record["payload_base64"] = base64.b64encode(payload).decode("ascii")
+    return json.dumps(record)
+
+
+def _kind_name(kind: Any) -> str:
+    try:
+        return EntryKind(kind).name
+    except ValueError:
+        return str(int(kind))
 
 
 # ---------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------
+#
+# Every subcommand reports the same failure in the same words on stderr,
+# "fastlog COMMAND: error: ...", and exits with the same status:
+#   no such directory: PATH                                      -> 2
+#   not a fastlog log directory: PATH (why)                      -> 2
+#   log directory in use: PATH (a store has it open; ...)       -> 2
+#   log directory damaged: PATH: what, [file @ offset]; ...      -> 1
 
 
-def _run_verify(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+_EXIT_COMMON = """\
+  1  the log is damaged: stderr says where ("log directory damaged: ...")
+  2  bad options, or the directory could not be read: no such directory,
+     not a fastlog log directory, log directory in use (close the store first)"""
+
+_EPILOGS = {
+    "verify": "exit status:\n  0  every checksum verifies (a torn, never-synced tail is listed but is no damage)\n"
+              + _EXIT_COMMON,
+    "repair": "exit status:\n  0  repaired, or nothing to repair\n"
+              "  1  the log is damaged and was left as it is (--dry-run, or it cannot be repaired)\n"
+              "  2  bad options, the answer was no, or the directory could not be read: no such\n"
+              "     directory, not a fastlog log directory, log directory in use (close the store first)",
+    "inspect": "exit status:\n  0  done; the log is intact\n" + _EXIT_COMMON,
+    "dump": "output:\n"
+            "  stdout: a header line with the column names (index, term, kind, bytes, payload;\n"
+            "  tab-separated), then one line per entry; with --json no header and one JSON object\n"
+            "  per entry: index, term, kind, bytes and the whole payload as payload_base64\n"
+            "  (payload_hex with --hex).\n"
+            "  stderr: notes on requested entries that are purged or past the end, then the count\n"
+            "  line \"fastlog dump: N entries printed (KIND n, ...)\" (in both modes), then any error.\n"
+            "\n"
+            "exit status:\n  0  done (a broken pipe, e.g. into `head`, also ends quietly with 0)\n"
+            + _EXIT_COMMON + "\n"
+            "  3  none of the requested entries is in the log: purged, or past its end",
+}
+
+
+def _failure(command: str, path: str, exc: BaseException) -> int:
+    """Print the one wording of a failure and return its exit status."""
+    path = os.path.abspath(path)
+    status = EXIT_UNUSABLE
+    if isinstance(exc, LockedError):
+        message = f"log directory in use: {path} (a store has it open; close it first)"
+    elif isinstance(exc, NotALogError):
+        message = str(exc)
+    elif isinstance(exc, CorruptionError):
+        message = _damaged(path, exc)
+        status = EXIT_DAMAGED
+    elif isinstance(exc, FileNotFoundError) and exc.filename == path:
+        message = f"no such directory: {path}"
+    elif isinstance(exc, OSError) and exc.strerror:
+        message = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    else:
+        message = str(exc)
+    print(f"fastlog {command}: error: {message}", file=sys.stderr)
+    return status
+
+
+def _damaged(path: str, damage: CorruptionError, after: Optional[int] = None, *, verified: bool = False) -> str:
+    lost = "" if after is None else f"; entries after index {after} cannot be read"
+    hint = "" if verified else "`fastlog verify` lists all damage, "
+    return f"log directory damaged: {path}: {damage}{lost}; {hint}`fastlog repair` cuts the log before it"
+
+
+def _run_verify(args: argparse.Namespace) -> int:
     report = verify(args.directory)
     for line in report.lines():
-        print(line, file=out)
-    return EXIT_OK if report.ok else EXIT_DAMAGED
+        print(line)
+    if report.ok:
+        return EXIT_OK
+    sys.stdout.flush()
+    print(f"fastlog verify: error: {_damaged(report.path, report.damage[0], verified=True)}", file=sys.stderr)
+    return EXIT_DAMAGED
 
 
 def _confirm(prompt: str) -> bool:
@@ -544,10 +753,10 @@ def _confirm(prompt: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _run_repair(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def _run_repair(args: argparse.Namespace) -> int:
     plan = plan_repair(args.directory)
     for line in plan.describe():
-        print(line, file=out)
+        print(line)
     if plan.unrepairable:
         return EXIT_DAMAGED
     if not plan.needed:
@@ -555,95 +764,150 @@ def _run_repair(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     if args.dry_run:
         return EXIT_DAMAGED
     if not args.yes and not _confirm("proceed? [y/N] "):
-        print("nothing changed", file=out)
+        print("nothing changed")
         return EXIT_UNUSABLE
     repair(args.directory, plan)
     after = verify(args.directory)
-    print(f"repaired: the log now holds entries {after.first_index}..{after.last_index}", file=out)
+    print(f"repaired: the log now holds entries {after.first_index}..{after.last_index}")
     return EXIT_OK if after.ok else EXIT_DAMAGED
 
 
-def _run_inspect(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def _run_inspect(args: argparse.Namespace) -> int:
     info = inspect(args.directory)
     if args.json:
-        import json
-
-        print(json.dumps(info, indent=2), file=out)
-        return EXIT_OK
-    b = info["purge_boundary"]
-    print(f"log directory   {info['path']}", file=out)
-    print(f"generation      {info['generation']}", file=out)
-    print(f"index range     {info['first_index']}..{info['last_index']}"
-          + ("  (empty)" if info["first_index"] == 0 else ""), file=out)
-    print("purge boundary  " + ("none" if b is None else f"index {b['index']}, term {b['term']}"), file=out)
-    print(f"hard state      {info['hard_state_text']}", file=out)
-    print(f"segments        {len(info['segments'])}", file=out)
-    for s in info["segments"]:
-        rng = f"{s['first_index']}..{s['last_index']}" if s["count"] else f"{s['first_index']} (empty)"
-        print(f"  {s['file']}  {rng}  {s['count']} entries  {s['bytes']} bytes of {s['size']}"
-              f"  synced_end={s['synced_end']}", file=out)
+        print(json.dumps(info, indent=2))
+    else:
+        b = info["purge_boundary"]
+        print(f"log directory   {info['path']}")
+        print(f"generation      {info['generation']}")
+        print(f"index range     {info['first_index']}..{info['last_index']}"
+              + ("  (empty)" if info["first_index"] == 0 else ""))
+        print("purge boundary  " + ("none" if b is None else f"index {b['index']}, term {b['term']}"))
+        print(f"hard state      {info['hard_state_text']}")
+        print(f"segments        {len(info['segments'])}")
+        for s in info["segments"]:
+            rng = f"{s['first_index']}..{s['last_index']}" if s["count"] else f"{s['first_index']} (empty)"
+            print(f"  {s['file']}  {rng}  {s['count']} entries  {s['bytes']} bytes of {s['size']}"
+                  f"  synced_end={s['synced_end']}")
     if info["damage"]:
-        print(f"DAMAGE: {info['damage']} (shown up to the damage; run `fastlog verify`)", file=out)
+        sys.stdout.flush()
+        damage = CorruptionError(info["damage"])  # the text inspect() kept
+        print(f"fastlog inspect: error: {_damaged(info['path'], damage, after=info['last_index'])}", file=sys.stderr)
         return EXIT_DAMAGED
     return EXIT_OK
 
 
-def _run_dump(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    n = 0
-    for entry in dump(args.directory, args.start, args.end):
-        print(format_entry(entry, hex_payload=args.hex, width=args.width), file=out)
-        n += 1
-        if args.limit and n >= args.limit:
-            break
+def _run_dump(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    path = require_log_directory(args.directory)
+    with open_read_only(path) as log:
+        if not args.json and not args.no_header:
+            print("\t".join(DUMP_COLUMNS), file=out)
+        kinds: Counter = Counter()
+        printed = 0
+        for entry in iter_entries(log, args.start, args.end):
+            if args.json:
+                print(entry_json(entry, hex_payload=args.hex), file=out)
+            else:
+                print(format_entry(entry, hex_payload=args.hex, width=args.width), file=out)
+            kinds[_kind_name(entry.kind)] += 1
+            printed += 1
+            if args.limit and printed >= args.limit:
+                break
+        out.flush()  # everything printed reaches the pipe before the notes on stderr
+        notes = [] if args.limit and printed >= args.limit else range_notes(log, args.start, args.end)
+        for note in notes:
+            print(f"fastlog dump: note: {note}", file=sys.stderr)
+        per_kind = ", ".join(f"{name} {n}" for name, n in sorted(kinds.items()))
+        print(f"fastlog dump: {printed} entries printed" + (f" ({per_kind})" if per_kind else ""), file=sys.stderr)
+        if log.damage is not None:
+            last = readable_range(log)[1]
+            print(f"fastlog dump: error: {_damaged(path, log.damage, after=last)}", file=sys.stderr)
+            return EXIT_DAMAGED
+        asked_for_a_range = args.start is not None or args.end is not None
+        if asked_for_a_range and printed == 0 and notes:
+            return EXIT_NOT_IN_LOG
     return EXIT_OK
 
 
-def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Turn the expected failures into a message and an exit status, not a traceback."""
+def _guard(command: str, fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn the expected failures into one message and an exit status, not a traceback."""
 
     def run(args: argparse.Namespace) -> int:
         try:
             return fn(args)
-        except LockedError as exc:
-            print(f"error: {exc} (close the store first)", file=sys.stderr)
-            return EXIT_UNUSABLE
-        except CorruptionError as exc:
-            print(f"DAMAGED: {exc}", file=sys.stderr)
-            return EXIT_DAMAGED
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): the command line ends quietly
         except (FastlogError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_UNUSABLE
+            return _failure(command, args.directory, exc)
 
     return run
 
 
+def _index(text: str) -> int:
+    """An argparse type: a log index, a non-negative integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, not {value}")
+    return value
+
+
+def _dump_handler(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
+    guarded = _guard("dump", _run_dump)
+
+    def run(args: argparse.Namespace) -> int:
+        if args.start is not None and args.end is not None and args.start > args.end:
+            parser.error(f"--start {args.start} is after --end {args.end}")  # exits with status 2
+        return guarded(args)
+
+    return run
+
+
+def _add_parser(subparsers: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    return subparsers.add_parser(name, epilog=_EPILOGS[name], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 **kwargs)
+
+
 def register(subparsers: Any) -> None:
     """Add verify, repair, inspect and dump to the ``fastlog`` command line."""
-    p = subparsers.add_parser("verify", help="check every checksum of a log directory (read-only)",
-                              description="Check every checksum (segments, STATE, HARDSTATE) without changing "
-                                          "anything. Exit status: 0 intact, 1 damaged, 2 unusable.")
-    p.add_argument("directory")
-    p.set_defaults(handler=_guard(_run_verify))
+    directory_help = "a fastlog log directory (holds STATE and NNN.seg files)"
+    p = _add_parser(subparsers, "verify", help="check every checksum of a log directory (read-only)",
+                    description="Check every checksum (segments, STATE, HARDSTATE) without changing anything.")
+    p.add_argument("directory", help=directory_help)
+    p.set_defaults(handler=_guard("verify", _run_verify))
 
-    p = subparsers.add_parser("repair", help="cut a damaged log before its first damage",
-                              description="Cut the log in front of the first damaged record (dropping every "
-                                          "later entry) after printing what will be dropped.")
-    p.add_argument("directory")
+    p = _add_parser(subparsers, "repair", help="cut a damaged log before its first damage",
+                    description="Cut the log in front of the first damaged record (dropping every "
+                                "later entry) after printing what will be dropped.")
+    p.add_argument("directory", help=directory_help)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
-    p.set_defaults(handler=_guard(_run_repair))
+    p.set_defaults(handler=_guard("repair", _run_repair))
 
-    p = subparsers.add_parser("inspect", help="show segments, index range, purge boundary and hard state")
-    p.add_argument("directory")
+    p = _add_parser(subparsers, "inspect", help="show segments, index range, purge boundary and hard state",
+                    description="Describe a log directory (read-only): segments, index range, purge "
+                                "boundary, generation and hard state.")
+    p.add_argument("directory", help=directory_help)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=_guard(_run_inspect))
+    p.set_defaults(handler=_guard("inspect", _run_inspect))
 
-    p = subparsers.add_parser("dump", help="print the entries of an index range",
-                              description="Print index, term, kind, payload length and payload of each entry.")
-    p.add_argument("directory")
-    p.add_argument("--start", type=int, default=None, help="first index (default: the first entry)")
-    p.add_argument("--end", type=int, default=None, help="last index, inclusive (default: the last entry)")
-    p.add_argument("--hex", action="store_true", help="payload as hex instead of a bytes repr")
-    p.add_argument("--width", type=int, default=80, help="cut payloads longer than this (0: never)")
-    p.add_argument("--limit", type=int, default=0, help="stop after this many entries (0: no limit)")
-    p.set_defaults(handler=_guard(_run_dump))
+    p = _add_parser(subparsers, "dump", help="print the entries of an index range",
+                    description="Print index, term, kind, payload length and payload of each entry "
+                                "(read-only), as text columns or JSON lines.")
+    p.add_argument("directory", help=directory_help)
+    p.add_argument("--start", type=_index, default=None, metavar="INDEX",
+                   help="first index (default: the first entry)")
+    p.add_argument("--end", type=_index, default=None, metavar="INDEX",
+                   help="last index, inclusive (default: the last entry)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per entry and line; the payload whole, in base64")
+    p.add_argument("--hex", action="store_true",
+                   help="payload as hex: instead of a bytes repr, or in JSON payload_hex instead of payload_base64")
+    p.add_argument("--width", type=_index, default=80, metavar="CHARS",
+                   help="cut text payloads longer than this (0: never; JSON is never cut)")
+    p.add_argument("--limit", type=_index, default=0, metavar="N", help="stop after N entries (0: no limit)")
+    p.add_argument("--no-header", action="store_true", help="leave out the column names line")
+    p.set_defaults(handler=_dump_handler(p))

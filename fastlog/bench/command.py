@@ -65,7 +65,9 @@ def register(subparsers: Any) -> None:
             "digest of what was written. Progress goes to stderr, the table to stdout."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="workloads:\n" + "\n".join(f"  {w.id:<12} {w.title}" for w in WORKLOADS.values()),
+        epilog="workloads:\n" + "\n".join(f"  {w.id:<12} {w.title}" for w in WORKLOADS.values())
+        + "\n\nexit status:\n  0  done\n  1  some results are not valid (wrong data or an error)\n"
+        "  2  bad options (e.g. an unknown engine or workload)\n  3  a speed target was missed (--fail-on-miss)",
     )
     parser.add_argument("--engines", help="comma-separated engines (default: all available, plus 'raw', the "
                         "plain file baseline); see --list")
