@@ -167,9 +167,10 @@ def recover(log: "Log") -> None:
                 _cut_after(log, headers[i:], log._segments[-1].path, end)
                 break
         seg = open_segment(path, hdr, log._read_only, log._mapped_stores)
-        res = core.load_segment(
-            seg.mm, hdr.first_index, hdr.prev_crc, hdr.data_start, fd=-1 if log._read_only else seg.fd
-        )
+        # A read-only log passes its file too, though it never writes: the core
+        # then asks the file system where the tail can hold data instead of
+        # reading every page of it (seconds for a sparse multi-GiB segment).
+        res = core.load_segment(seg.mm, hdr.first_index, hdr.prev_crc, hdr.data_start, fd=seg.fd)
         seg.write_end = res.end
         log._segments.append(seg)
         clean = res.status == FL_ERR_ZERO and not res.nonzero_after

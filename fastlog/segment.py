@@ -34,11 +34,9 @@ _PAGE = 4096
 
 #: The largest segment a log creates or opens.  A segment is preallocated
 #: whole when it is created and mapped whole while it is attached, so its size
-#: is memory and address space held for as long as the log is open, and a
-#: damaged file whose size was changed (e.g. extended sparsely to a terabyte)
-#: must not be taken for a segment: a read-only open, which cannot ask the file
-#: system where data lies, reads every byte past the last record.  4 GiB is 64
-#: times the default and bounds that read to seconds.
+#: is disk space, memory mappings and address space held for as long as the log
+#: is open; 4 GiB is 64 times the default.  A file larger than this (a damaged
+#: size, e.g. extended sparsely to a terabyte) is not taken for a segment.
 MAX_SEGMENT_SIZE = 1 << 32
 
 
