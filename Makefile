@@ -6,7 +6,7 @@ PIP    := $(VENV)/bin/pip
 EXTRAS := test,peers,chart,pysyncobj,profile,dev
 CMAKE_BUILD := build/cmake
 
-.PHONY: all venv build typecheck test test-c test-ext test-py bench bench-ci profile fuzz asan clean
+.PHONY: all venv build typecheck test test-c test-ext test-py fs-tools bench bench-ci profile fuzz asan clean
 
 all: build
 
@@ -39,7 +39,12 @@ test-py: build
 # CI fuzzes the C decoder for a bounded time (FUZZ_SECONDS) as part of the suite.
 FUZZ_SECONDS ?= 30
 
-test: build test-c asan fuzz test-ext test-py
+# The filesystem matrix (tests/fs/) formats XFS and btrfs images when it runs as root;
+# this installs their mkfs tools when missing (and does nothing otherwise).
+fs-tools:
+	bash .ci/fs-tools.sh
+
+test: build fs-tools test-c asan fuzz test-ext test-py
 
 bench: build
 	$(PY) -m fastlog bench --json bench-results/bench.json --chart bench-results/bench.png
