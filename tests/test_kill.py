@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence
 
 import pytest
 
@@ -29,6 +29,8 @@ import fastlog  # noqa: E402
 from crashsim import LogModel, LogState, env_int, payload_for, read_log, report  # noqa: E402
 
 SEGMENT_SIZE = 64 << 10
+#: How long a child may write before it is killed: one of these times a random fraction.
+KILL_DELAYS = (0.0, 0.001, 0.01, 0.03, 0.08, 0.15)
 REPO = Path(__file__).resolve().parent.parent
 
 CHILD = r'''
@@ -209,11 +211,16 @@ def kill_rounds(
     *,
     implementation: Optional[str] = None,
     segment_size: int = SEGMENT_SIZE,
+    delays: Sequence[float] = KILL_DELAYS,
+    progress: int = 0,
 ) -> dict:
     """Kill ``rounds`` children writing to the log in ``tmp_path / "log"``, checking after each.
 
     ``implementation`` ("c", "python", None for the default) is the core the
-    children and the checking reopen use; ``tmp_path`` may be on any filesystem.
+    children and the checking reopen use; ``tmp_path`` may be on any filesystem;
+    ``delays`` bound how long each child writes before it is killed; with
+    ``progress`` > 0 that time only starts once the child has announced a random
+    number (1..progress) of operations, so a slow machine still sees work done.
     """
     rng = random.Random(seed)
     path = tmp_path / "log"
@@ -252,7 +259,11 @@ def kill_rounds(
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         assert ready.wait(60), "the child never started"
-        time.sleep(rng.choice([0.0, 0.001, 0.01, 0.03, 0.08, 0.15]) * rng.random())
+        if progress:
+            target, deadline = rng.randint(1, progress), time.monotonic() + 60
+            while len(lines) < target and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
+        time.sleep(rng.choice(delays) * rng.random())
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
         reader.join(timeout=60)

@@ -24,6 +24,10 @@ from fsmatrix import MountedFs
 # Slow: the matrix runs in the compiled-core run of `make test`, which covers both cores.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
+#: Fewer kills than tests/test_kill.py makes, so each child first announces up to
+#: this many operations (whatever the machine's speed), then writes on for a random while.
+PROGRESS = 40
+
 
 def _report(request: pytest.FixtureRequest, fs: MountedFs, implementation: str, what: str, counts: dict) -> None:
     report(
@@ -39,7 +43,9 @@ def test_kill_on_filesystem(
     request: pytest.FixtureRequest, fs_mount: MountedFs, fs_dir: Path, core_module: ModuleType
 ) -> None:
     implementation = core_module.IMPLEMENTATION
-    counts = kill.kill_rounds(fs_dir, env_int("FASTLOG_FS_KILLS", 6), seed=11, implementation=implementation)
+    counts = kill.kill_rounds(
+        fs_dir, env_int("FASTLOG_FS_KILLS", 6), seed=11, implementation=implementation, progress=PROGRESS
+    )
     _report(request, fs_mount, implementation, "process kills", counts)
     assert counts["kills"] >= 1 and counts["flushes"] > 0
 
@@ -49,7 +55,12 @@ def test_kill_group_commit_on_filesystem(
 ) -> None:
     implementation = core_module.IMPLEMENTATION
     counts = kill.kill_rounds(
-        fs_dir, env_int("FASTLOG_FS_KILLS_ENGINE", 3), seed=13, child=kill.CHILD_ENGINE, implementation=implementation
+        fs_dir,
+        env_int("FASTLOG_FS_KILLS_ENGINE", 3),
+        seed=13,
+        child=kill.CHILD_ENGINE,
+        implementation=implementation,
+        progress=PROGRESS,
     )
     _report(request, fs_mount, implementation, "process kills, async engine", counts)
     assert counts["flushes"] > 0
