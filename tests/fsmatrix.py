@@ -220,8 +220,12 @@ def _take_down(run_dir: Path) -> None:
                 child.rmdir()
             except OSError:
                 pass
+    for leftover in (".lock", ".lock.new"):
+        try:
+            (run_dir / leftover).unlink()
+        except OSError:
+            pass
     try:
-        (run_dir / ".lock").unlink()
         run_dir.rmdir()
     except OSError:
         pass
