@@ -7,9 +7,10 @@ image per filesystem (so a 320 MiB XFS costs a few MiB of real disk), mounts
 it through a loop device, mounts a size-limited tmpfs, and takes everything
 down again.
 
-Taking down is what matters on a shared machine: every mount lives under a
-directory of its own (``<tmp>/fastlog-fsmatrix/run-<pid>-<random>``), so
-parallel runs never meet; :meth:`FsMatrix.close` runs from the fixture's
+Taking down is what matters on a shared machine: every image and mount point
+lives under a directory of its own
+(``/dev/shm/fastlog-fsmatrix/run-<pid>-<random>``, see :func:`_images_parent`),
+so parallel runs never meet; :meth:`FsMatrix.close` runs from the fixture's
 finalizer, from ``atexit`` and on SIGTERM/SIGHUP; loop devices are attached
 with auto-clear (``mount -o loop``), so unmounting frees them.  A run killed
 outright (SIGKILL) leaves its mounts behind: each run holds an ``flock`` on
@@ -22,6 +23,7 @@ missing, the mount refused), :meth:`FsMatrix.mount` raises
 
 ``FASTLOG_FS_MATRIX`` picks the filesystems: unset or empty for all of them,
 a comma-separated list (``ext4,btrfs``) for some, ``none`` for none.
+``FASTLOG_FS_IMAGES`` chooses the directory for the run directories.
 """
 from __future__ import annotations
 
