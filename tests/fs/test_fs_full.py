@@ -16,13 +16,21 @@ log -- which must work or fail with an ``OSError`` without poisoning the log:
 a flush afterwards succeeds, an append fails at most with
 ``StorageFullError`` -- and reopens once more to check the result.
 
-Broken-build evidence: before the core learnt to keep stores through the
-mapping off copy-on-write filesystems, btrfs failed here -- the writer died
-with SIGBUS in ``Log.append`` (and in ``close -> flush -> _write_claim``) with
-both cores, and the reopening child in the still-full filesystem died the
-same way; journaled ext4, XFS and tmpfs ended cleanly with
-``StorageFullError``.  The same run also showed purge on a full disk raising
-a bare ``OSError(ENOSPC)`` and poisoning the log.
+Broken-build evidence, both seen on a core that still stores through the
+shared mapping on every filesystem and poisons the log when a purge cannot
+write ``STATE``:
+
+* btrfs: the writer dies with SIGBUS (with batches of 1000 in every run, with
+  batches of 10 in some) -- in ``append``
+  taking a failed batch back (``Log._truncate_locked``), or in ``close ->
+  flush -> _write_claim`` (``LogCore.write_at``) after the appends ended with
+  a bare ``OSError(ENOSPC)`` from ``LogCore.append`` -- and the child
+  reopening the full filesystem dies with SIGBUS in ``_recover ->
+  _zero_tail -> LogCore.zero``; both cores.  Journaled ext4, XFS and tmpfs
+  end the appends cleanly with ``StorageFullError``.
+* every filesystem: purge on the completely full disk raises
+  ``OSError(ENOSPC)`` from writing ``STATE.tmp`` and poisons the log, so the
+  flush after it raises ``PoisonedError``.
 """
 from __future__ import annotations
 
