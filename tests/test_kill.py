@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import pytest
 
@@ -29,8 +29,6 @@ import fastlog  # noqa: E402
 from crashsim import LogModel, LogState, env_int, payload_for, read_log, report  # noqa: E402
 
 SEGMENT_SIZE = 64 << 10
-#: How long a child may write before it is killed: one of these times a random fraction.
-KILL_DELAYS = (0.0, 0.001, 0.01, 0.03, 0.08, 0.15)
 REPO = Path(__file__).resolve().parent.parent
 
 CHILD = r'''
@@ -211,16 +209,15 @@ def kill_rounds(
     *,
     implementation: Optional[str] = None,
     segment_size: int = SEGMENT_SIZE,
-    delays: Sequence[float] = KILL_DELAYS,
     progress: int = 0,
 ) -> dict:
     """Kill ``rounds`` children writing to the log in ``tmp_path / "log"``, checking after each.
 
     ``implementation`` ("c", "python", None for the default) is the core the
-    children and the checking reopen use; ``tmp_path`` may be on any filesystem;
-    ``delays`` bound how long each child writes before it is killed; with
-    ``progress`` > 0 that time only starts once the child has announced a random
-    number (1..progress) of operations, so a slow machine still sees work done.
+    children and the checking reopen use; ``tmp_path`` may be on any filesystem.
+    With ``progress`` > 0 a child is only killed (after the usual random delay)
+    once it has announced a random number (1..progress) of operations, so few
+    kills on a slow machine still see work done.
     """
     rng = random.Random(seed)
     path = tmp_path / "log"
@@ -263,7 +260,7 @@ def kill_rounds(
             target, deadline = rng.randint(1, progress), time.monotonic() + 60
             while len(lines) < target and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.002)
-        time.sleep(rng.choice(delays) * rng.random())
+        time.sleep(rng.choice([0.0, 0.001, 0.01, 0.03, 0.08, 0.15]) * rng.random())
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
         reader.join(timeout=60)
