@@ -39,6 +39,11 @@ test-py: build
 # CI fuzzes the C decoder for a bounded time (FUZZ_SECONDS) as part of the suite.
 FUZZ_SECONDS ?= 30
 
+# The filesystem matrix (tests/fs/) formats XFS and btrfs images when it runs as root;
+# this installs their mkfs tools when missing (and does nothing otherwise).
+fs-tools:
+	bash .ci/fs-tools.sh
+
 # The power-cut tests (tests/powercut) run on LazyFS, a FUSE file system with its own page cache,
 # built from ../shared/lazyfs (kept beside the clone) into build/lazyfs.  Without it, root or
 # /dev/fuse those tests skip with one line, so this target never fails the build.
@@ -52,7 +57,8 @@ lazyfs:
 	elif bash $(LAZYFS_SRC)/build.sh build/lazyfs > build/lazyfs-build.log 2>&1; then echo "lazyfs: built build/lazyfs/lazyfs"; \
 	else echo "lazyfs: build failed (build/lazyfs-build.log); the power-cut tests will skip"; fi
 
-test: build test-c asan fuzz lazyfs test-ext test-py sdist-check perf-gate
+test: build fs-tools test-c asan fuzz lazyfs test-ext test-py sdist-check perf-gate
+
 # The release as a user gets it: build the sdist, install it (compiling the
 # shipped C) in a fresh venv, and run the sdist's own tests against the installed
 # package from outside any source tree (the unpacked copy loses its packages).
@@ -60,7 +66,7 @@ test: build test-c asan fuzz lazyfs test-ext test-py sdist-check perf-gate
 # The long fault harnesses (power cuts, crash images, kills, full disks, the
 # filesystem matrix) exercise the same code as in the tree and run there only.
 SDIST_SKIP := --ignore=tests/powercut --ignore=tests/crash --ignore=tests/test_kill.py \
-    --ignore=tests/test_full_disk.py
+    --ignore=tests/test_full_disk.py --ignore=tests/fs
 SDIST_CHECK := build/sdist-check
 .PHONY: sdist-check
 sdist-check: venv
@@ -94,10 +100,6 @@ perf-gate: build
 profile: build
 	mkdir -p profile
 	$(VENV)/bin/py-spy record --native -o profile/append-read.svg -- $(PY) bench/profile_target.py
-
-# mkfs tools for the full-disk tests on loop-mounted filesystems.
-fs-tools:
-	bash .ci/fs-tools.sh
 
 fuzz:
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash .ci/fuzz.sh

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 import pytest
 
@@ -40,12 +40,13 @@ from fastlog.meta import FileMetaStore
 from crashsim import payload_for
 
 path, seed, sync = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+implementation, segment_size = sys.argv[5] or None, int(sys.argv[6])
 rng = random.Random(seed)
 
 def say(line):
     os.write(1, (line + "\n").encode())
 
-log = fastlog.Log(path, segment_size=64 << 10, sync=sync)
+log = fastlog.Log(path, segment_size=segment_size, sync=sync, implementation=implementation)
 meta = FileMetaStore(path)
 hs = meta.load_hard_state()
 hs_term = hs.current_term if hs else 0
@@ -113,12 +114,13 @@ from fastlog import LogId
 from crashsim import payload_for
 
 path, seed, sync = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+implementation, segment_size = sys.argv[5] or None, int(sys.argv[6])
 
 def say(line):
     os.write(1, (line + "\n").encode())
 
 async def main():
-    engine = fastlog.open(path, segment_size=64 << 10, sync=sync)
+    engine = fastlog.open(path, segment_size=segment_size, sync=sync, implementation=implementation)
     store = engine.log_store()
     begun = [0]
     done = [0]
@@ -199,7 +201,24 @@ def replay(model: LogModel, lines: List[str]) -> int:
     return flushes
 
 
-def kill_rounds(tmp_path: Path, rounds: int, seed: int, child: str = CHILD) -> dict:
+def kill_rounds(
+    tmp_path: Path,
+    rounds: int,
+    seed: int,
+    child: str = CHILD,
+    *,
+    implementation: Optional[str] = None,
+    segment_size: int = SEGMENT_SIZE,
+    progress: int = 0,
+) -> dict:
+    """Kill ``rounds`` children writing to the log in ``tmp_path / "log"``, checking after each.
+
+    ``implementation`` ("c", "python", None for the default) is the core the
+    children and the checking reopen use; ``tmp_path`` may be on any filesystem.
+    With ``progress`` > 0 a child is only killed (after the usual random delay)
+    once it has announced a random number (1..progress) of operations, so few
+    kills on a slow machine still see work done.
+    """
     rng = random.Random(seed)
     path = tmp_path / "log"
     model = LogModel()
@@ -209,7 +228,10 @@ def kill_rounds(tmp_path: Path, rounds: int, seed: int, child: str = CHILD) -> d
     for k in range(rounds):
         sync = "always" if k % 4 == 3 else "none"
         proc = subprocess.Popen(
-            [sys.executable, "-c", child, str(path), str(seed * 10007 + k), sync, str(REPO / "tests" / "crash")],
+            [
+                sys.executable, "-c", child, str(path), str(seed * 10007 + k), sync, str(REPO / "tests" / "crash"),
+                implementation or "", str(segment_size),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
@@ -234,6 +256,10 @@ def kill_rounds(tmp_path: Path, rounds: int, seed: int, child: str = CHILD) -> d
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         assert ready.wait(60), "the child never started"
+        if progress:
+            target, deadline = rng.randint(1, progress), time.monotonic() + 60
+            while len(lines) < target and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.002)
         time.sleep(rng.choice([0.0, 0.001, 0.01, 0.03, 0.08, 0.15]) * rng.random())
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
@@ -244,7 +270,7 @@ def kill_rounds(tmp_path: Path, rounds: int, seed: int, child: str = CHILD) -> d
         counts["kills"] += 1
         counts["ops"] += len(lines)
         counts["flushes"] += replay(model, lines)
-        got = read_log(path, segment_size=SEGMENT_SIZE)
+        got = read_log(path, segment_size=segment_size, implementation=implementation)
         from fastlog.meta import FileMetaStore
 
         if got.error is None:
