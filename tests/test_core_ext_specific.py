@@ -257,8 +257,9 @@ def test_busy_core_refuses_changes(C, call):
     core._busy_enter()
     try:
         assert core.busy == 1
-        with pytest.raises(RuntimeError):
+        with pytest.raises(FastlogError) as refused:
             call(core, C)
+        assert type(refused.value) is FastlogError  # never a bare RuntimeError
         # reads stay available
         assert core.get(2) == batch(C, 1, 3)[1]
         assert len(core.get_range(1, 3)) == 3
@@ -269,7 +270,7 @@ def test_busy_core_refuses_changes(C, call):
     assert core.busy == 0
     assert (core.segment_count(), core.segment_info(0), bytes(buf)) == before
     call(core, C)  # allowed again once idle
-    with pytest.raises(RuntimeError):
+    with pytest.raises(FastlogError):
         core._busy_exit()
 
 
