@@ -540,12 +540,11 @@ cdef class LogCore:
         Kept for good: a flush that meets it must fail (the data the thread's
         sync covered may not be on disk, and Linux reports such an error once
         per open file description)."""
-        cdef int err
         if not self.zeroer_ready:
             return 0
-        with nogil:
-            err = fl_zeroer_sync_error(&self.zeroer)
-        return err
+        # With the GIL: the zeroer's thread holds its mutex only for moments
+        # (never across I/O), and a flush should not give the GIL away again.
+        return fl_zeroer_sync_error(&self.zeroer)
 
     def _fail_next_zero_sync(self, err):
         """The zero-ahead thread's next sync reports ``err`` (lets tests check the reporting)."""
