@@ -960,7 +960,8 @@ cdef class LogCore:
                 # in flight there.  mapped_v stays what was written before.
                 if seg.end + need <= seg.prepared and seg.prepared - (seg.end + need) >= win // 2:
                     pass  # far from the watermark: nothing to ask yet
-                elif seg.end + need <= seg.prepared:
+                elif seg.end + need <= seg.prepared and self.zeroer.token == <void *>seg:
+                    # Cannot wait: the watermark already covers the batch.
                     seg.prepared = fl_zeroer_advance(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need,
                                                      mapped_v, seg.size, _SYNCED_ZERO_CHUNK, win)
                 else:
