@@ -56,6 +56,7 @@ cdef extern from "fl_zeroer.h" nogil:
                              size_t limit, size_t chunk, size_t ahead)
     int fl_zeroer_sync_error(fl_zeroer *z)
     void fl_zeroer_fail_next_sync(fl_zeroer *z, int err)
+    void fl_zeroer_delay_writes(fl_zeroer *z, unsigned usec)
     void fl_zeroer_release(fl_zeroer *z, const void *token)
 
 

@@ -551,6 +551,12 @@ cdef class LogCore:
         cdef int e = <int>_as_int(err, "err")
         fl_zeroer_fail_next_sync(&self.zeroer, e)
 
+    def _delay_zero_writes(self, usec):
+        """The zero-ahead thread sleeps ``usec`` before each zero write it has
+        taken on (lets tests widen the window a writer must wait through)."""
+        cdef unsigned u = <unsigned>_as_int(usec, "usec")
+        fl_zeroer_delay_writes(&self.zeroer, u)
+
     # -- internals ---------------------------------------------------------
 
     cdef int _enter(self, str what) except -1:

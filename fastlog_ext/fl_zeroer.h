@@ -83,6 +83,7 @@ typedef struct fl_zeroer {
     int syncing;             /* the thread is inside fdatasync(own_fd) */
     int sync_error;          /* errno of a failed sync of the thread; kept for good */
     int fail_next_sync;      /* tests only: report this errno from the next sync */
+    unsigned test_delay_us;  /* tests only: the thread sleeps this long before each zero write */
     int disabled;            /* a fork child could not make the mutex anew: no thread, no locking */
 } fl_zeroer;
 
@@ -128,6 +129,10 @@ int fl_zeroer_sync_error(fl_zeroer *z);
 
 /* Tests: the thread's next sync reports `err` (after syncing for real). */
 void fl_zeroer_fail_next_sync(fl_zeroer *z, int err);
+
+/* Tests: the thread sleeps `usec` after taking each zero write and before
+ * writing, so a writer that did not wait for it would overtake it. */
+void fl_zeroer_delay_writes(fl_zeroer *z, unsigned usec);
 
 /* Tests: the next re-initialisation after fork() fails with `err` (0: none). */
 void fl_zeroer_fail_fork_reinit(int err);

@@ -72,6 +72,7 @@ static void reset_state(fl_zeroer *z) {
     z->syncing = 0;
     z->sync_error = 0;
     z->fail_next_sync = 0;
+    z->test_delay_us = 0;
     z->disabled = 0;
 }
 
@@ -193,8 +194,11 @@ static void *zeroer_main(void *arg) {
             continue;
         }
         int own = z->own_token == token ? z->own_fd : -1;
+        unsigned delay = z->test_delay_us;
         z->busy = 1; /* from here until busy is cleared, fd stays open (see release) */
         pthread_mutex_unlock(&z->mu);
+        if (delay)
+            usleep(delay);
         int err = 0;
         if (synced && own < 0) {
             own = reopen_own(fd);
@@ -356,6 +360,13 @@ void fl_zeroer_fail_next_sync(fl_zeroer *z, int err) {
     if (!lock_in_this_process(z))
         return;
     z->fail_next_sync = err;
+    pthread_mutex_unlock(&z->mu);
+}
+
+void fl_zeroer_delay_writes(fl_zeroer *z, unsigned usec) {
+    if (!lock_in_this_process(z))
+        return;
+    z->test_delay_us = usec;
     pthread_mutex_unlock(&z->mu);
 }
 
