@@ -808,7 +808,7 @@ class Log:
         the writer lock (a writer waits for at most one segment), so a write
         never meets the core busy verifying and the segment list cannot change
         under a segment's check.  Segments dropped meanwhile are skipped."""
-        found = []
+        found: List[CorruptionError] = []
         after = -1  # first index of the segment verified last
         while True:
             with self._wlock:
