@@ -7,8 +7,9 @@ timeout: they open a ``Log`` or an engine (``fastlog.open``), append and flush
 zero-ahead helper holds while it writes may be needed by a finaliser.
 
 Seen failing on the earlier design (a Python daemon thread that held the
-segment's lock across its zero writes): 11 of 20 loaded ``Log`` scripts on the
-compiled core hung at shutdown.
+segment's lock across its zero writes): the idle runs hung at shutdown, 2 of 20
+``Log`` and 2 of 20 engine scripts on the compiled core, 5 of 20 engine scripts
+on the pure-Python core (in one earlier run).
 
 FASTLOG_EXITS sets the number of scripts per case of the default run (20 on the
 compiled core, 8 on the pure-Python one, which starts no thread; the loaded
