@@ -94,7 +94,9 @@ class LogCore(Protocol):
         every payload <= max_payload.
         Returns the first index (the batch must not be empty)."""
 
-    def append(self, entries: Sequence[Any], start: int = 0, mapped_upto: int = 0, prepare: int = 0) -> int:
+    def append(
+        self, entries: Sequence[Any], start: int = 0, mapped_upto: int = 0, prepare: int = 0, ahead: int = -1
+    ) -> int:
         """Write ``entries[start:]`` into the last segment after its last record.
 
         Validates first (as ``check_batch``, and ``entries[start].index`` must be
@@ -108,7 +110,15 @@ class LogCore(Protocol):
         may first write zeros past the last record, up to a multiple of it,
         and then store the frames through the mapping (docs/format.md, "How
         appends reach the file").  Either way the file ends up with the same
-        bytes."""
+        bytes.  ``ahead`` (-1, or 0..2**40 bytes) is how far a core's helper
+        thread may keep zeros written ahead of the writer: unsynced with
+        ``prepare``, written and synced without it (a log being flushed); 0
+        for none, -1 for the core's default (4 MiB with ``prepare`` unless
+        made with ``zero_helper=False``, none without)."""
+
+    def zero_ahead_error(self) -> int:
+        """errno of the first failed sync of the zero-ahead thread (0: none); a
+        flush that sees one must fail, as if its own sync had failed."""
 
     def truncate(self, index: int) -> Tuple[int, int]:
         """Forget entries ``>= index`` that lie in the *last* segment (the caller

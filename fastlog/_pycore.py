@@ -592,7 +592,9 @@ class LogCore:
         return self._validate(_as_batch(entries))
 
     @_serialised
-    def append(self, entries: Sequence[Any], start: int = 0, mapped_upto: int = 0, prepare: int = 0) -> int:
+    def append(
+        self, entries: Sequence[Any], start: int = 0, mapped_upto: int = 0, prepare: int = 0, ahead: int = -1
+    ) -> int:
         entries = _as_batch(entries)
         first = self._validate(entries)
         n = len(entries)
@@ -617,6 +619,9 @@ class LogCore:
         prepare = _as_int("prepare", prepare)
         if prepare < 0 or prepare > 1 << 40 or prepare & (prepare - 1):
             raise InvalidEntryError(f"prepare must be 0 or a power of two up to 2**40, got {prepare}")
+        ahead = _as_int("ahead", ahead)  # this core keeps no zeros ahead: no thread at all
+        if ahead < -1 or ahead > 1 << 40:
+            raise InvalidEntryError(f"ahead must be -1 or 0..2**40, got {ahead}")
         if seg.fd >= 0:
             # Build the frames in a buffer and pwrite them (see the compiled
             # core and docs/format.md, "How appends reach the file").
@@ -820,6 +825,10 @@ class LogCore:
         return int(seg.terms[k])
 
     @_serialised
+    def zero_ahead_error(self) -> int:
+        """Always 0: this core has no zero-ahead thread whose sync could fail."""
+        return 0
+
     def verify_segment(self, pos: int) -> Tuple[int, int]:
         seg = self._segment_at(pos)
         mv, size = seg.mv, seg.size

@@ -41,7 +41,6 @@ from .errors import (
     PoisonedError,
     StorageFullError,
 )
-from .zero_ahead import ZeroAhead
 from .recovery import recover
 from .recovery import scan_message as _scan_message
 from .regular_file import open_regular
@@ -60,7 +59,7 @@ LOCK_FILE = "LOCK"
 _STATE_BODY = struct.Struct("<QBQQQ")  # generation, has_purge, purge index, purge term, reserved
 # Until a log is first flushed, appends zero the file ahead of themselves in
 # aligned chunks of up to this size and store their frames through the mapping
-# (LogCore.append's ``prepare``); a flushed log leaves that to zero-ahead.
+# (LogCore.append's ``prepare``); a flushed log leaves that to synced zero-ahead.
 # Not 2 MiB: aligned 2 MiB writes get 2 MiB page-cache folios, and on a VM whose
 # balloon reports free memory to the host those come from blocks the host took
 # back, so every page faults in the host first.  Measured in a full `fastlog
@@ -203,9 +202,10 @@ class Log:
         # fsync a second page write.  close() always makes the claims exact.
         self._claim_interval = claim_interval
         self._last_claim_time = 0.0
-        # Written-and-synced space ahead of a flushing writer (fastlog.zero_ahead).
+        # How far the core's zeroer thread keeps zeros ahead of the writer:
+        # unsynced before the first flush, written and synced after it
+        # (LogCore.append's ``ahead``; fastlog_ext/fl_zeroer.h).
         self._zero_ahead_window = 0 if (read_only or not zero_ahead) else 4 << 20
-        self._zero_ahead: Optional[ZeroAhead] = None
         self._prepare = _PREPARE_CHUNK  # 0 once flushed: unsynced zeros would slow each fsync
         self._mapped_stores = False  # decided below, once the directory exists
         self._closed = True
@@ -527,10 +527,7 @@ class Log:
                 if pos:
                     self._truncate_locked(first)
                 raise
-        seg = self._segments[-1]
-        seg.dirty = True
-        if self._zero_ahead is not None:
-            self._zero_ahead.after_append(seg)
+        self._segments[-1].dirty = True
 
     def append_next(self, entries: Sequence[Any]) -> bool:
         """Append ``entries`` if they plainly continue the log; else do nothing.
@@ -587,9 +584,8 @@ class Log:
 
     def _append_to_last(self, entries: Sequence[Any], pos: int) -> int:
         seg = self._segments[-1]
-        with seg.lock:  # the zero-ahead thread writes past write_end under this lock
-            new_pos = self._core.append(entries, pos, seg.zeroed, self._prepare)
-            seg.write_end = self._core.segment_info(-1)[2]
+        new_pos = self._core.append(entries, pos, 0, self._prepare, self._zero_ahead_window)
+        seg.write_end = self._core.segment_info(-1)[2]
         return new_pos
 
     def _make_room_for(self, first: int) -> None:
@@ -678,9 +674,8 @@ class Log:
                 # Deleted segments must be gone before the cut below can leave a gap.
                 _osio.fsync_dir(self._path)
                 self._dir_dirty = False
-            with seg.lock:
-                cut, old_end = self._core.truncate(from_index)
-                seg.write_end = cut
+            cut, old_end = self._core.truncate(from_index)
+            seg.write_end = cut
             seg.epoch += 1
             # Poisons when it fails: the removed records are still on disk, and a
             # reopen would find them again, so nothing more may be appended after
@@ -803,10 +798,11 @@ class Log:
                     _osio.fdatasync(t[1])
                 if dir_dirty:
                     _osio.fsync_dir(self._path)
-                zeroer = self._zero_ahead
-                if zeroer is not None and zeroer.error is not None:
-                    # It may have taken the writeback error meant for the syncs above.
-                    raise zeroer.error
+                zero_error = self._core.zero_ahead_error()
+                if zero_error:
+                    # The zeroer's own sync failed: the page cache may have dropped
+                    # pages of this log, so nothing can be promised any more.
+                    raise OSError(zero_error, f"sync of zeros ahead failed: {os.strerror(zero_error)}")
             except BaseException as exc:
                 self._poison(exc)
                 raise _storage_full(exc, "sync the log", self._path) if isinstance(exc, OSError) else exc
@@ -842,29 +838,39 @@ class Log:
                 if last > self._durable_index:
                     self._durable_index = last
                 if targets:
-                    self._prepare = 0
-                    if self._zero_ahead_window and self._segments:
-                        if self._zero_ahead is None:
-                            self._zero_ahead = ZeroAhead(self._zero_ahead_window)
-                        self._zero_ahead.after_flush(self._segments[-1])
+                    self._prepare = 0  # from now on the zeroer syncs what it writes ahead
                 return self._durable_index
 
     def verify(self) -> List[CorruptionError]:
-        """Re-verify the checksum of every stored record; return the damage found."""
-        self._check_open()
-        found = []
-        for pos, seg in enumerate(self._segments):
-            status, offset = self._core.verify_segment(pos)
+        """Re-verify the checksum of every stored record; return the damage found.
+
+        Safe beside writers in other threads: each segment is verified under
+        the writer lock (a writer waits for at most one segment), so a write
+        never meets the core busy verifying and the segment list cannot change
+        under a segment's check.  Segments dropped meanwhile are skipped."""
+        found: List[CorruptionError] = []
+        after = -1  # first index of the segment verified last
+        while True:
+            with self._wlock:
+                self._check_open()
+                pos = next((p for p, s in enumerate(self._segments) if s.first_index > after), None)
+                if pos is None:
+                    return found
+                seg = self._segments[pos]
+                status, offset = self._core.verify_segment(pos)
+            after = seg.first_index
             if status != 0:
                 found.append(CorruptionError(_scan_message(status, "record fails verification"), seg.path, offset))
-        return found
 
     def segments(self) -> List[Dict[str, Any]]:
         """A description of every attached segment (for tools and tests)."""
         self._check_open()
         out = []
-        for pos, seg in enumerate(self._segments):
-            first, count, end, last_crc = self._core.segment_info(pos)
+        with self._wlock:  # a consistent list, whatever writers do meanwhile
+            attached = list(enumerate(self._segments))
+            infos = [self._core.segment_info(pos) for pos, _ in attached]
+        for (pos, seg), info in zip(attached, infos):
+            first, count, end, last_crc = info
             out.append(
                 {
                     "path": seg.path,
@@ -910,11 +916,8 @@ class Log:
                     _open_logs.discard(self)
 
     def _release_all(self) -> None:
-        # getattr: a constructor that failed early releases before _zero_ahead is set.
-        zero_ahead: Optional[ZeroAhead] = getattr(self, "_zero_ahead", None)
-        if zero_ahead is not None:
-            zero_ahead.close()
-            self._zero_ahead = None
+        # Dropping a segment from the core waits for a zero write in flight to
+        # its file (at most one); nothing else here can wait on the zeroer.
         while self._segments:
             seg = self._segments.pop()
             self._core.drop_last_segment()

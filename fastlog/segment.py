@@ -8,7 +8,6 @@ import mmap
 import os
 import re
 import struct
-import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -100,9 +99,7 @@ class Segment:
         "dirty",
         "header_dirty",
         "epoch",
-        "zeroed",
         "write_end",
-        "lock",
     )
 
     def __init__(self, path: str, fd: int, mm: mmap.mmap, size: int, header: SegmentHeader):
@@ -117,9 +114,7 @@ class Segment:
         self.dirty = False  # records written since the last fdatasync
         self.header_dirty = False  # header changed since the last fdatasync
         self.epoch = 0  # bumped by every truncation, so a flush in flight can tell
-        self.zeroed = 0  # bytes below this offset were written (zeros or records) ahead of time
         self.write_end = header.data_start  # the write position as of the last append
-        self.lock = threading.Lock()  # appends and the zero-ahead thread (fastlog.zero_ahead)
 
     @property
     def first_index(self) -> int:
@@ -130,10 +125,8 @@ class Segment:
         return max(self.claim_written, self.claim_synced)
 
     def close(self) -> None:
-        with self.lock:  # never close while the zero-ahead thread uses the file
-            self._close()
-
-    def _close(self) -> None:
+        # The core's zeroer lets go of this file when the core drops the
+        # segment, which callers do first (LogCore.drop_*_segment).
         if self.fd < 0:
             return
         try:

@@ -52,6 +52,11 @@ cdef extern from "fl_zeroer.h" nogil:
     void fl_zeroer_destroy(fl_zeroer *z)
     int fl_zeroer_reserve(fl_zeroer *z, const void *token, int fd, size_t end, size_t need_end, size_t known,
                           size_t limit, size_t chunk, size_t ahead, size_t *prepared)
+    size_t fl_zeroer_advance(fl_zeroer *z, const void *token, int fd, size_t end, size_t new_end, size_t known,
+                             size_t limit, size_t chunk, size_t ahead)
+    int fl_zeroer_sync_error(fl_zeroer *z)
+    void fl_zeroer_fail_next_sync(fl_zeroer *z, int err)
+    void fl_zeroer_delay_writes(fl_zeroer *z, unsigned usec)
     void fl_zeroer_release(fl_zeroer *z, const void *token)
 
 
@@ -74,7 +79,7 @@ cdef struct Segment:
     uint32_t seed         # chain seed of the first record
     uint32_t last_crc     # crc of the last record (seed when none)
     int fd                # >= 0: appends, zero and write_at use pwrite to this file (see append)
-    size_t prepared       # [end, prepared) holds zeros written to fd for appends (see append)
+    size_t prepared       # the zeroer's watermark as last seen: blocks in [end, prepared) are written (see append)
 
 
 # A batch entry gathered with the GIL held, so frames can be encoded without it.

@@ -126,6 +126,9 @@ cdef size_t _SMALL_STORE = 4096
 # How far the zeroer's thread may write zeros ahead of a prepared append (it
 # also stays within as much again as the segment holds; see fl_zeroer.h).
 cdef size_t _ZERO_AHEAD = 4 << 20
+# The largest zero write of the thread ahead of pwrite appends (synced mode):
+# small enough that a writer catching up waits little for the write in flight.
+cdef size_t _SYNCED_ZERO_CHUNK = 256 << 10
 
 _STATUS_NAMES = {
     FL_OK: "ok",
@@ -541,7 +544,9 @@ cdef class LogCore:
     it.  A call that changes the segment table or the mapping first converts
     its arguments (which may run Python code), then marks the core busy for
     the rest of its work; while the core is busy, every other such call raises
-    RuntimeError instead of pulling a buffer away from under the byte loop.
+    FastlogError instead of pulling a buffer away from under the byte loop
+    (fastlog.Log never lets that happen: its writers and ``verify`` share one
+    lock).
     Reads never wait and never see a half-written record: a record becomes
     visible only after it is complete.
     """
@@ -598,8 +603,31 @@ cdef class LogCore:
 
     def _busy_exit(self):
         if self._busy <= 0:
-            raise RuntimeError("LogCore is not busy")
+            raise FastlogError("LogCore is not busy")
         self._busy -= 1
+
+    def zero_ahead_error(self):
+        """errno of the first failed sync of the zero-ahead thread, 0 if none.
+
+        Kept for good: a flush that meets it must fail (the data the thread's
+        sync covered may not be on disk, and Linux reports such an error once
+        per open file description)."""
+        if not self.zeroer_ready:
+            return 0
+        # With the GIL: the zeroer's thread holds its mutex only for moments
+        # (never across I/O), and a flush should not give the GIL away again.
+        return fl_zeroer_sync_error(&self.zeroer)
+
+    def _fail_next_zero_sync(self, err):
+        """The zero-ahead thread's next sync reports ``err`` (lets tests check the reporting)."""
+        cdef int e = <int>_as_int(err, "err")
+        fl_zeroer_fail_next_sync(&self.zeroer, e)
+
+    def _delay_zero_writes(self, usec):
+        """The zero-ahead thread sleeps ``usec`` before each zero write it has
+        taken on (lets tests widen the window a writer must wait through)."""
+        cdef unsigned u = <unsigned>_as_int(usec, "usec")
+        fl_zeroer_delay_writes(&self.zeroer, u)
 
     # -- internals ---------------------------------------------------------
 
@@ -610,7 +638,7 @@ cdef class LogCore:
         and this call, nor between this call and the end of its work unless
         the core is marked busy (which this does)."""
         if self._busy:
-            raise RuntimeError(
+            raise FastlogError(
                 f"LogCore.{what} refused: another thread is inside a call that released the GIL")
         self._busy += 1
         return 0
@@ -904,7 +932,7 @@ cdef class LogCore:
                             &first, &total)
         return first
 
-    def append(self, entries, start=0, mapped_upto=0, prepare=0):
+    def append(self, entries, start=0, mapped_upto=0, prepare=0, ahead=-1):
         """Write ``entries[start:]`` after the last record of the last segment.
 
         Validates the whole batch first.  Returns the position after the last
@@ -924,6 +952,14 @@ cdef class LogCore:
         often (and keeps synced zeros ahead itself) passes 0.  Unless the core
         was made with ``zero_helper=False``, a helper thread writes most of the
         zeros ahead of time, on another core (fastlog_ext/fl_zeroer.h).
+
+        ``ahead`` (bytes): how far that thread may zero ahead of the writer; 0
+        for no thread.  Without ``prepare`` (frames written with ``pwrite``,
+        a log being flushed) it keeps that much past the records written with
+        zeros *and synced*, so later fsyncs meet blocks that need no metadata
+        update; a failed sync of it is kept for :meth:`zero_ahead_error`.
+        The default (-1) is 4 MiB for prepared appends (none with
+        ``zero_helper=False``) and none for the others.
         """
         cdef uint64_t first, expected
         cdef Py_ssize_t n, st, i
@@ -931,10 +967,11 @@ cdef class LogCore:
         cdef size_t total, fit, written = 0, end, need
         cdef uint32_t crc
         cdef int err = 0
-        cdef size_t mapped_v, prep_v = 0, prepared = 0
+        cdef size_t mapped_v, prep_v = 0, prepared = 0, win = 0
         cdef Segment *seg
         cdef void *p
         seq = _as_batch(entries)
+        ahead = _as_int(ahead, "ahead")
         start = _as_int(start, "start")
         mapped_upto = _as_int(mapped_upto, "mapped_upto")
         mapped_v = <size_t>mapped_upto if mapped_upto > 0 else 0
@@ -943,6 +980,13 @@ cdef class LogCore:
             if prepare < 0 or prepare > (1 << 40) or prepare & (prepare - 1):
                 raise InvalidEntryError(f"prepare must be 0 or a power of two up to 2**40, got {prepare}")
             prep_v = <size_t>prepare
+        if ahead < -1 or ahead > (1 << 40):
+            raise InvalidEntryError(f"ahead must be -1 or 0..2**40, got {ahead}")
+        if self.zero_ahead:
+            if ahead >= 0:
+                win = <size_t>ahead
+            elif prep_v:
+                win = self.zero_ahead
         # From here on no Python code runs (see _enter).
         self._enter("append")
         try:
@@ -976,25 +1020,44 @@ cdef class LogCore:
             if seg.prepared > mapped_v:
                 mapped_v = seg.prepared
             if not seg.writable:
-                # Mapped read-only: every byte goes with pwrite (see load_segment).
+                # Mapped read-only: every byte goes with pwrite (see load_segment),
+                # and no zeros ahead (on copy-on-write filesystems they only make
+                # each later write a copy that needs new space).
                 mapped_v = 0
                 prep_v = 0
-            if seg.fd >= 0 and prep_v and (seg.end + need > mapped_v or self.zero_ahead):
+                win = 0
+            if seg.fd >= 0 and prep_v and (seg.end + need > mapped_v or win):
                 # Zeros ahead (the zeroer's thread mostly has them written
                 # already), then store through the mapping; see the docstring.
                 # The zeros go at and past the last record only: never over one.
                 if seg.end + need <= mapped_v:
                     # Room already: only re-arms the thread, never waits on a write.
                     err = fl_zeroer_reserve(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need, mapped_v,
-                                            seg.size, prep_v, self.zero_ahead, &prepared)
+                                            seg.size, prep_v, win, &prepared)
                 else:
                     with nogil:
                         err = fl_zeroer_reserve(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need,
-                                                mapped_v, seg.size, prep_v, self.zero_ahead, &prepared)
+                                                mapped_v, seg.size, prep_v, win, &prepared)
                 if err:
                     raise OSError(err, os.strerror(err))
                 seg.prepared = prepared
                 mapped_v = prepared
+            elif seg.fd >= 0 and win:
+                # Synced zero-ahead past pwrite appends (a flushed log).  The
+                # watermark goes up to the batch's end before the frames are
+                # written; that waits only when a zero write of the thread is
+                # in flight there.  mapped_v stays what was written before.
+                if seg.end + need <= seg.prepared and seg.prepared - (seg.end + need) >= win // 2:
+                    pass  # far from the watermark: nothing to ask yet
+                elif seg.end + need <= seg.prepared and self.zeroer.token == <void *>seg:
+                    # Cannot wait: the watermark already covers the batch.
+                    seg.prepared = fl_zeroer_advance(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need,
+                                                     mapped_v, seg.size, _SYNCED_ZERO_CHUNK, win)
+                else:
+                    with nogil:
+                        prepared = fl_zeroer_advance(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need,
+                                                     mapped_v, seg.size, _SYNCED_ZERO_CHUNK, win)
+                    seg.prepared = prepared
             elif self.zeroer.token != NULL:
                 # pwrite appends from now on: no zero write may be in flight under
                 # them.  (Only appends set the token, under the busy guard.)

@@ -9,12 +9,15 @@
  * under AddressSanitizer (cmake -DFASTLOG_SANITIZE=ON).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fastlog_core.h"
@@ -765,6 +768,135 @@ static void test_zeroer(void) {
     close(fd2);
 }
 
+/* Open descriptors of this process (to see the thread let go of its own). */
+static int open_fds(void) {
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++)
+        n += fcntl(fd, F_GETFD) != -1;
+    return n;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static void test_zeroer_synced(void) {
+    const size_t M = 1024 * 1024, size = 16 * M;
+    int fd = scratch_file(size);
+    int token = 0;
+    fl_zeroer z;
+    CHECK_EQ(fl_zeroer_init(&z), 0);
+    int fds_before = open_fds();
+
+    /* No help: the watermark only follows the records; nothing is zeroed. */
+    size_t mark = fl_zeroer_advance(&z, &token, fd, 4096, 9000, 0, size, 256 * 1024, 0);
+    CHECK_EQ(mark, 9000);
+    CHECK_EQ(first_nonzero(fd, 4096, size), 4096); /* the 0xEE fill is untouched */
+
+    /* Records written with pwrite after each advance, racing the thread that
+     * zeros (and syncs) ahead of them: no zero ever lands on a record. */
+    size_t end = 4096;
+    while (end < size - 6 * M) {
+        size_t new_end = end + 1 + (size_t)(rng_next() % 300000);
+        mark = fl_zeroer_advance(&z, &token, fd, end, new_end, 0, size, 256 * 1024, 4 * M);
+        CHECK(mark >= new_end);
+        uint8_t *rec = xmalloc(new_end - end);
+        memset(rec, 0xA5, new_end - end);
+        CHECK_EQ(pwrite(fd, rec, new_end - end, (off_t)end), (ssize_t)(new_end - end));
+        free(rec);
+        end = new_end;
+        if (rng_next() % 8 == 0)
+            sleep_ms(1); /* let the thread get ahead, then overtake it */
+    }
+    /* Let the thread finish its window (and sync it); it zeroes past the records. */
+    for (int i = 0; i < 2000 && first_nonzero(fd, end, size) < end + M; i++)
+        sleep_ms(1);
+    CHECK(first_nonzero(fd, end, size) >= end + M);
+    fl_zeroer_release(&z, &token);
+    uint8_t *all = xmalloc(end);
+    CHECK_EQ(pread(fd, all, end, 0), (ssize_t)end);
+    size_t bad = 0;
+    for (size_t i = 4096; i < end; i++)
+        bad += all[i] != 0xA5;
+    CHECK_EQ(bad, 0);
+    free(all);
+    CHECK_EQ(fl_zeroer_sync_error(&z), 0);
+
+    /* Released: the thread closes its own description of the file. */
+    for (int i = 0; i < 2000 && open_fds() != fds_before; i++)
+        sleep_ms(1);
+    CHECK_EQ(open_fds(), fds_before);
+
+    /* A failed sync of the thread is kept for the writer's next flush. */
+    int fd2 = scratch_file(size);
+    int token2 = 0;
+    fl_zeroer_fail_next_sync(&z, EIO);
+    fl_zeroer_advance(&z, &token2, fd2, 4096, 8192, 0, size, 256 * 1024, 4 * M);
+    for (int i = 0; i < 5000 && fl_zeroer_sync_error(&z) == 0; i++)
+        sleep_ms(1);
+    CHECK_EQ(fl_zeroer_sync_error(&z), EIO);
+    CHECK_EQ(fl_zeroer_sync_error(&z), EIO); /* kept, not consumed */
+
+    /* Switching modes on one segment: prepared zeros, then synced ones. */
+    size_t prepared = 0;
+    CHECK_EQ(fl_zeroer_reserve(&z, &token2, fd2, 8192, 3 * M, 0, size, M, 4 * M, &prepared), 0);
+    CHECK(prepared >= 3 * M);
+    mark = fl_zeroer_advance(&z, &token2, fd2, 3 * M, 3 * M + 10, prepared, size, 256 * 1024, 4 * M);
+    CHECK(mark >= prepared);
+
+    fl_zeroer_destroy(&z); /* joins the thread and closes its description */
+    CHECK_EQ(open_fds(), fds_before + 1);
+    close(fd);
+    close(fd2);
+}
+
+/* A child of fork(): the zeroer starts afresh, or, when that fails, stays
+ * disabled (the writer zeroes alone); either way it works and frees cleanly. */
+static void fork_child_case(int fail_reinit) {
+    const size_t M = 1024 * 1024, size = 8 * M;
+    int fd = scratch_file(size);
+    int token = 0;
+    fl_zeroer z;
+    CHECK_EQ(fl_zeroer_init(&z), 0);
+    size_t prepared = 0;
+    /* The parent's thread runs, in both modes. */
+    CHECK_EQ(fl_zeroer_reserve(&z, &token, fd, 4096, M, 0, size, M, 4 * M, &prepared), 0);
+    fl_zeroer_advance(&z, &token, fd, M, M + 100, prepared, size, 256 * 1024, 4 * M);
+    fl_zeroer_release(&z, NULL);
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int ok = 1;
+        fl_zeroer_fail_fork_reinit(fail_reinit);
+        int fd2 = scratch_file(size);
+        int token2 = 0;
+        size_t got = 0;
+        ok &= fl_zeroer_reserve(&z, &token2, fd2, 4096, 100000, 0, size, M, fail_reinit ? 4 * M : 0, &got) == 0;
+        ok &= got >= 100000;
+        ok &= first_nonzero(fd2, 4096, size) >= 100000;
+        ok &= z.disabled == (fail_reinit != 0);
+        ok &= z.started == 0; /* disabled: never a thread; otherwise not asked for one */
+        size_t mark = fl_zeroer_advance(&z, &token2, fd2, got, got + 10, got, size, 256 * 1024, 4 * M);
+        ok &= mark >= got + 10;
+        ok &= fl_zeroer_sync_error(&z) == 0;
+        fl_zeroer_release(&z, NULL);
+        fl_zeroer_destroy(&z);
+        _exit(ok ? 0 : 1);
+    }
+    CHECK(pid > 0);
+    int status = 0;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    fl_zeroer_destroy(&z);
+    close(fd);
+}
+
+static void test_zeroer_fork(void) {
+    fork_child_case(0);
+    fork_child_case(ENOMEM);
+}
+
 /* ---- driver ------------------------------------------------------------------ */
 
 struct test_case {
@@ -786,6 +918,8 @@ static const struct test_case cases[] = {
     {"all_zero", test_all_zero},
     {"zero_target", test_zero_target},
     {"zeroer", test_zeroer},
+    {"zeroer_synced", test_zeroer_synced},
+    {"zeroer_fork", test_zeroer_fork},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 

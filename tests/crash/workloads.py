@@ -200,32 +200,6 @@ def scripted_workloads() -> Dict[str, Any]:
     }
 
 
-class InlineZeroAhead:
-    """fastlog.zero_ahead.ZeroAhead without its thread: the zeroing (and its
-    fsync) runs right where the writer asks for it, so a recorded run is
-    deterministic and every step of it happens where the recorder can see it."""
-
-    def __init__(self, window: int) -> None:
-        from fastlog.zero_ahead import ZeroAhead
-
-        self._impl = ZeroAhead.__new__(ZeroAhead)
-        self._impl._window = window
-        self._impl._stopped = False
-        self._impl._sync = False
-        self.error = None  # errors of the inline zeroing reach the writer directly
-
-    def after_append(self, seg: Any) -> None:
-        if self._impl._sync and seg.zeroed - seg.write_end < self._impl._window // 2:
-            self._impl._top_up(seg)
-
-    def after_flush(self, seg: Any) -> None:
-        self._impl._sync = True
-        self.after_append(seg)
-
-    def close(self) -> None:
-        pass
-
-
 # Log options of the recorded runs: claim_interval=0 refreshes the synced_end
 # claim at every flush, a huge one only when a segment is sealed or closed; both
 # are deterministic (the default throttles by wall-clock time).
@@ -252,14 +226,7 @@ def record(
     model = LogModel()
     rec = PowerLossRecorder(root, model, ignore=ignore)
     options = dict(LOG_VARIANTS[variant], segment_size=SEGMENT_SIZE, sync=sync, implementation=implementation)
-    import fastlog.log as log_module
-
-    saved = log_module.ZeroAhead
-    log_module.ZeroAhead = InlineZeroAhead  # type: ignore[misc]
-    try:
-        return _record(root, body, rec, model, options, with_meta, reopen_midway)
-    finally:
-        log_module.ZeroAhead = saved  # type: ignore[misc]
+    return _record(root, body, rec, model, options, with_meta, reopen_midway)
 
 
 def _record(root: Path, body: Any, rec: PowerLossRecorder, model: LogModel, options: Dict[str, Any],
