@@ -14,7 +14,7 @@ on the pure-Python core (in one earlier run).
 FASTLOG_EXITS sets the number of scripts per case of the default run (20 on the
 compiled core, 8 on the pure-Python one, which starts no thread; the loaded
 ones with 40 flushed batches each); the ``slow`` test runs FASTLOG_EXITS_SLOW
-(100) of each kind, the loaded ones with 300 batches.
+(100) loaded scripts (100 flushed batches each) per kind on the compiled core.
 """
 from __future__ import annotations
 
@@ -127,6 +127,8 @@ def test_idle_exit_after_one_flushed_batch_never_hangs(core_module: ModuleType, 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["log", "engine"])
 def test_exit_without_close_never_hangs_many_runs(core_module: ModuleType, kind: str) -> None:
-    count = env_int("FASTLOG_EXITS_SLOW", 100)
-    _exit_runs(core_module, kind, 300, count)
-    _exit_runs(core_module, kind, 1, count)
+    # The compiled core's zeroer thread is what could hang an exit; the
+    # pure-Python core starts none, and its default runs above guard it.
+    if core_module.IMPLEMENTATION != "c":
+        pytest.skip("the pure-Python core starts no zero-ahead thread: the default runs cover it")
+    _exit_runs(core_module, kind, 100, env_int("FASTLOG_EXITS_SLOW", 100))
