@@ -2,32 +2,46 @@
 
 How it works
 ------------
-A workload runs against a real :class:`fastlog.Log` in a directory while
-:class:`PowerLossRecorder` watches it:
+A workload runs against a real :class:`fastlog.Log` (or the asyncio engine,
+``fastlog.open``) in a directory while :class:`PowerLossRecorder` watches it:
 
 * every durability call of the library goes through :mod:`fastlog._osio`; the
   recorder wraps ``fdatasync`` / ``fsync`` (the file's bytes at that moment become
   its *durable* content) and ``fsync_dir`` (the directory listing at that moment
   becomes the *durable* listing);
-* it also wraps ``os.unlink`` / ``os.remove`` / ``os.rename`` / ``os.replace`` to see
-  every directory change in order;
-* segment data is written through a shared mapping, which the recorder cannot
-  intercept, but the page cache is coherent with the mapping, so reading a file
-  shows what the library has written so far.  The recorder reads every file at
-  each of the calls above (an *observation*) and keeps, per file, every distinct
-  content seen since the file was last synced.
+* it wraps ``os.unlink`` / ``os.remove`` / ``os.rename`` / ``os.replace`` to see
+  every directory change in order, and ``os.write`` / ``os.pwrite`` /
+  ``os.writev`` / ``os.pwritev`` / ``os.ftruncate`` to see every write the
+  Python code makes;
+* the compiled core stores frames through the shared mapping (or pwrites them
+  from C), which no Python hook sees, so the workloads also wrap each Log's
+  byte core (workloads.ObservedCore) and observe after every call of it that
+  writes.  The page cache is coherent with the mapping, so reading a file shows
+  what the library has written so far.
 
-At each observation it freezes a *crash point*: what a crash at that instant
-could leave on disk.  :func:`crash_images` then builds concrete directories from
-a crash point:
+At each of those moments (an *observation*) the recorder reads every file,
+keeps per file every distinct content seen since the file was last synced, and
+freezes a *crash point*: what a crash at that instant could leave on disk.
+:class:`ImageMaker` builds concrete directories from a crash point:
 
 * the directory holds one of the listings observed since the last directory
   fsync (directory operations reach the disk in the order they were made, as on
   a journaling file system; a directory fsync makes every earlier one durable);
 * each file's size is one it had since its last sync, and each 4 KiB page holds
-  any version that page had since then (its durable version, or one observed
-  later); a page of a file never synced may also read as zeros;
-* some images tear one page at 512-byte sector granularity.
+  any version that page had since then: its durable version, its version at any
+  observed moment, or the page caught half-way through the write between two
+  moments (cut at a 64-byte line); a page of a file never synced may also read
+  as zeros;
+* kinds: all-old, all-new, older listing, write-back in file order, reverse
+  write-back, random mixes of pages, and torn images (one or two pages torn at
+  512-byte sectors, each sector from any version).  :func:`plan_images` spends
+  half of a budget on the mixed kinds.
+
+A crash can also come while a crash image is being recovered:
+:func:`check_points` takes images whose reopening changed a file, recovers each
+again under a recorder (workloads.recovery_run), continues with the work a Raft
+leader would send next, and checks crash images of both (kinds "during
+recovery" and "after recovery").
 
 Each image is reopened with a fresh ``Log`` and checked against
 :class:`LogModel`, the history of states the log really held, for the promise
@@ -724,21 +738,6 @@ def _mixable(point: CrashPoint) -> bool:
         if any(v != durable for v in versions) and (durable is not None or any(versions)):
             return True
     return False
-
-
-def crash_images(point: CrashPoint, rng: random.Random, limit: int, pool: Optional[PagePool] = None) -> Iterator[ImageSpec]:
-    """Up to ``limit`` distinct images a crash at ``point`` may leave, of every kind."""
-    maker = ImageMaker(point, rng, pool if pool is not None else PagePool())
-    seen: set = set()
-    kinds = ("all-new", "all-old") + (MIXED_KINDS if maker.mixable else ()) + ("older listing",)
-    misses = 0
-    while len(seen) < limit and misses < 4 * limit + 20:
-        img = maker.image(kinds[(len(seen) + misses) % len(kinds)])
-        if img in seen:
-            misses += 1
-            continue
-        seen.add(img)
-        yield img
 
 
 def materialize(spec: ImageSpec, pool: PagePool) -> Dict[str, bytes]:
