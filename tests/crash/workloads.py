@@ -1,6 +1,8 @@
 """Workloads for the power-loss simulator: a Log driven in step with a LogModel."""
 from __future__ import annotations
 
+import asyncio
+import os
 import random
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -9,7 +11,17 @@ import fastlog
 from fastlog import EntryKind, HardState, LogId, VotedFor
 from fastlog.meta import FileMetaStore
 
-from crashsim import LogModel, ModelEntry, PowerLossRecorder, payload_for
+from crashsim import (
+    CrashPoint,
+    LogModel,
+    LogState,
+    ModelEntry,
+    Position,
+    PowerLossRecorder,
+    Recovered,
+    RecoveryRun,
+    payload_for,
+)
 
 SEGMENT_SIZE = 64 << 10
 
@@ -200,6 +212,47 @@ def scripted_workloads() -> Dict[str, Any]:
     }
 
 
+class ObservedCore:
+    """A Log's byte core that tells the recorder after every call that writes.
+
+    The compiled core stores frames through the mapping (or pwrites them from
+    C), which no Python hook sees; each of its writing calls writes one
+    ascending range, so observing after each call shows the recorder every
+    moment a crash can catch (the pages half-way through a call are built
+    from the moments before and after it, see crashsim._FileChoices).
+    """
+
+    WRITES = frozenset(("append", "zero", "write_at", "truncate"))
+
+    def __init__(self, core: Any, rec: PowerLossRecorder) -> None:
+        self._core = core
+        self._rec = rec
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._core, name)
+        if name not in self.WRITES:
+            return attr
+
+        def observed(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self._rec.observe(f"after core.{name}")
+
+        return observed
+
+
+def watch_core(log: Any, rec: PowerLossRecorder) -> None:
+    """Observe every writing call into ``log``'s byte core (see ObservedCore).
+
+    The one place the harness reaches into fastlog beyond fastlog._osio.  The
+    compiled core's zero-ahead thread is left running: it only ever writes zeros
+    past the records, over zeros, so no crash image can tell its writes apart."""
+    core = getattr(log, "_core", None)
+    if core is not None and not isinstance(core, ObservedCore):
+        log._core = ObservedCore(core, rec)
+
+
 # Log options of the recorded runs: claim_interval=0 refreshes the synced_end
 # claim at every flush, a huge one only when a segment is sealed or closed; both
 # are deterministic (the default throttles by wall-clock time).
@@ -233,6 +286,7 @@ def _record(root: Path, body: Any, rec: PowerLossRecorder, model: LogModel, opti
             with_meta: bool, reopen_midway: bool) -> tuple:
     with rec.installed():
         log = fastlog.Log(str(root), **options)
+        watch_core(log, rec)
         meta = FileMetaStore(str(root)) if with_meta else None
         driver = Driver(log, model, meta)
         try:
@@ -245,6 +299,7 @@ def _record(root: Path, body: Any, rec: PowerLossRecorder, model: LogModel, opti
         if reopen_midway:
             # reopen and go on: recovery of a cleanly closed log, then more work
             log = fastlog.Log(str(root), **options)
+            watch_core(log, rec)
             driver.log = log
             try:
                 body(driver)
@@ -252,4 +307,227 @@ def _record(root: Path, body: Any, rec: PowerLossRecorder, model: LogModel, opti
                 log.close()
             model.flushed()
             rec.observe("after second close")
+    return rec, model
+
+
+# ---------------------------------------------------------------------------
+# Crashing recovery itself
+# ---------------------------------------------------------------------------
+
+
+def _segment_firsts(root: Path) -> List[int]:
+    """First indexes of the segment files in ``root`` (their names, docs/format.md)."""
+    out = []
+    for name in os.listdir(root):
+        if len(name) == 24 and name.endswith(".seg") and name[:20].isdigit():
+            out.append(int(name[:20]))
+    return sorted(out)
+
+
+def recovery_run(options: Dict[str, Any], ignore: Sequence[str] = ()) -> RecoveryRun:
+    """A :data:`crashsim.RecoveryRun` opening images with ``options``.
+
+    It reopens the image under a recorder (the image is what the disk holds,
+    so every file starts durable), which records recovery's own writes, syncs
+    and deletions; then, as a Raft leader would after a follower restarts, it
+    sends the entries recovery dropped again, with identical bytes: first the
+    first one alone, flushed, then the rest of those that belonged to the same
+    segment file, flushed, then closes.  Recovery must leave nothing behind
+    that these identical records could bring back to life: the records after
+    a torn one chain on after an identical copy of it unless recovery zeroed
+    them durably, and a deleted later segment chains on after the refilled
+    segment unless recovery made its deletion durable.
+
+    ``ignore``: pretend these calls made nothing durable *during recovery*
+    (the harness's self-test of a broken recovery).
+    """
+
+    def run(work: Path, got: Recovered, state: LogState, position: Position) -> List[CrashPoint]:
+        model = LogModel()
+        rec = PowerLossRecorder(work, model, ignore=ignore, position=lambda: position, phase="recovery")
+        rec.expect = got
+        firsts = _segment_firsts(work)
+        dropped = list(state.entries[len(got.entries):])
+        with rec.installed():
+            log = fastlog.Log(str(work), **options)
+            try:
+                rec.ignore = frozenset()
+                model.rebase(LogState(got.boundary, got.entries))
+                if got.hard_state is not None:
+                    model.hard_states.append(got.hard_state)
+                rec.position, rec.point_model, rec.expect, rec.phase = model.position, model, None, "after recovery"
+                rec.observe("after recovery")
+                watch_core(log, rec)
+                driver = Driver(log, model)
+                if dropped:
+                    again = [log.Entry(index=i, term=t, payload=p, kind=EntryKind(k)) for i, t, k, p in dropped]
+                    driver.append_entries(again[:1])
+                    driver.flush()
+                    later = [f for f in firsts if f > dropped[0][0]]
+                    rest = [e for e in again[1:] if not later or e.index < later[0]]
+                    if rest:
+                        driver.append_entries(rest)
+                        driver.flush()
+                else:
+                    driver.append(2, [300])
+                    driver.flush()
+            finally:
+                log.close()
+            model.flushed()
+            rec.observe("after close")
+        return rec.points
+
+    return run
+
+
+# ---------------------------------------------------------------------------
+# The asyncio engine
+# ---------------------------------------------------------------------------
+
+
+class EngineDriver:
+    """Drives ``fastlog.open``'s LogStore and MetaStore in step with a LogModel.
+
+    Acknowledgements follow the engine's contract: ``flush_async()`` returning
+    makes durable every mutation completed before it was called (group commit
+    shares one fsync among concurrent callers); under ``sync="always"`` each
+    write is durable when it returns.
+    """
+
+    def __init__(self, engine: Any, model: LogModel) -> None:
+        self.store = engine.log_store()
+        self.meta = engine.meta_store()
+        self.model = model
+        self.always = self.store.is_write_durable()
+        self.term = 1
+        self.salt = 0
+
+    def make(self, index: int, term: int, size: int) -> Any:
+        self.salt += 1
+        kind = EntryKind.COMMAND if size else EntryKind.NOOP
+        return self.store.Entry(index=index, term=term, payload=payload_for(index, term, self.salt, size), kind=kind)
+
+    def _batch(self, first: int, count: int, size: int) -> List[Any]:
+        return [self.make(first + i, self.term, size) for i in range(count)]
+
+    @staticmethod
+    def _model_batch(entries: List[Any]) -> List[ModelEntry]:
+        return [(e.index, e.term, int(e.kind), bytes(e.payload)) for e in entries]
+
+    async def persist(self, count: int, size: int) -> None:
+        entries = self._batch(self.store.last_index() + 1, count, size)
+        self.model.begin_append(self._model_batch(entries))
+        upto = self.model.operations()
+        await self.store.persist_entries(entries)
+        if self.always:
+            self.model.flushed(upto)
+
+    async def writer(self, count: int, size: int) -> None:
+        """A plain append then flush_async: the appends of a burst share one fsync."""
+        entries = self._batch(self.store.last_index() + 1, count, size)
+        self.model.begin_append(self._model_batch(entries))
+        upto = self.model.operations()  # a plain append is done before persist_entries first yields
+        await self.store.persist_entries(entries)
+        await self.store.flush_async()
+        self.model.flushed(upto)
+
+    async def burst(self, writers: int, size: int, rng: random.Random) -> None:
+        if self.store.first_index() == 0:  # not a plain append: one at a time
+            await self.persist(3, size)
+            return
+        await asyncio.gather(*(self.writer(rng.randint(1, 6), size) for _ in range(writers)))
+
+    async def replace_range(self, from_index: int, count: int, size: int) -> None:
+        self.term += 1
+        entries = self._batch(from_index, count, size)
+        self.model.begin_append(self._model_batch(entries))
+        await self.store.replace_range(from_index, entries)
+        if self.always:
+            self.model.flushed()
+
+    async def truncate(self, from_index: int) -> None:
+        self.model.begin_truncate(from_index)
+        await self.store.truncate(from_index)
+        if self.always:
+            self.model.flushed()
+
+    async def purge(self, index: int) -> None:
+        term = self.store.term_at(index)
+        assert term is not None
+        self.model.begin_purge(index, term)
+        await self.store.purge(LogId(index=index, term=term))
+        if self.always:
+            self.model.flushed()
+
+    async def reset(self) -> None:
+        self.model.begin_reset()
+        await self.store.reset()
+        if self.always:
+            self.model.flushed()
+
+    async def flush(self) -> None:
+        upto = self.model.operations()
+        await self.store.flush_async()
+        self.model.flushed(upto)
+
+    def save_hard_state(self, term: int, vote: Optional[int]) -> None:
+        hs = HardState(
+            current_term=term,
+            voted_for=None if vote is None else VotedFor(voted_for_id=vote, voted_for_term=term, committed=vote % 2 == 0),
+        )
+        self.model.begin_save_hard_state(hs)
+        self.meta.save_hard_state(hs)
+
+
+async def engine_workload(d: EngineDriver, rng: random.Random, n_ops: int) -> None:
+    """A random mix of every engine operation, with bursts of concurrent writers."""
+    store = d.store
+    hs_term = 0
+    for _ in range(n_ops):
+        r = rng.random()
+        last = store.last_index()
+        first = store.first_index()
+        b = store.load_purge_boundary()
+        low = (b.index if b else 0) + 1
+        size = rng.choice([0, 100, 700, 1500, 3000])
+        if r < 0.25 or first == 0:
+            await d.persist(rng.randint(1, 10), size)
+        elif r < 0.50:
+            await d.burst(rng.randint(2, 5), size, rng)
+        elif r < 0.60:
+            await d.flush()
+        elif r < 0.68 and last > low:
+            await d.truncate(rng.randint(low + 1, last))
+        elif r < 0.80 and last >= low:
+            await d.replace_range(rng.randint(max(low, first), last), rng.randint(1, 8), size)
+        elif r < 0.87 and first and last > first:
+            await d.purge(rng.randint(first, last - 1))
+        elif r < 0.90:
+            await d.reset()
+        else:
+            hs_term += 1
+            d.save_hard_state(hs_term, rng.choice([None, 1, 2, 3]))
+
+
+def record_engine(root: Path, seed: int, n_ops: int, *, variant: str = "eager claims", sync: str = "none",
+                  ignore: Sequence[str] = ()) -> tuple:
+    """Run :func:`engine_workload` on ``fastlog.open(root)`` under a recorder; return (recorder, model)."""
+    root.mkdir(parents=True, exist_ok=True)
+    model = LogModel()
+    rec = PowerLossRecorder(root, model, ignore=ignore)
+    options = dict(LOG_VARIANTS[variant], segment_size=SEGMENT_SIZE, sync=sync)
+
+    async def main() -> None:
+        engine = fastlog.open(str(root), **options)
+        watch_core(engine.log_store().log, rec)
+        try:
+            await engine_workload(EngineDriver(engine, model), random.Random(seed), n_ops)
+            rec.observe("before close")
+        finally:
+            await engine.close()
+        model.flushed()  # closing flushes
+        rec.observe("after close")
+
+    with rec.installed():
+        asyncio.run(main())
     return rec, model
