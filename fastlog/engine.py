@@ -47,7 +47,7 @@ import heapq
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Generator, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ._types import LogId
 from .errors import (
@@ -60,6 +60,10 @@ from .errors import (
     StorageFullError,
 )
 from .meta import FileMetaStore
+
+if TYPE_CHECKING:
+    from ._types import Entry
+    from .log import Log
 
 __all__ = ["open_engine", "FileStorageEngine", "FileLogStore", "GroupCommit"]
 
@@ -270,7 +274,7 @@ def _as_batch(name: str, entries: object) -> Sequence[Any]:
 class FileLogStore:
     """The Raft log of a :class:`FileStorageEngine` (see :mod:`fastlog.protocols`)."""
 
-    def __init__(self, log: Any, *, sync: str = "none", read_only: bool = False):
+    def __init__(self, log: Log, *, sync: str = "none", read_only: bool = False):
         if sync not in _SYNC_MODES:
             raise InvalidEntryError(f"sync must be one of {_SYNC_MODES}, got {sync!r}")
         self._log = log
@@ -284,7 +288,7 @@ class FileLogStore:
 
     # -- helpers ---------------------------------------------------------------
     @property
-    def log(self) -> Any:
+    def log(self) -> Log:
         """The underlying synchronous :class:`fastlog.log.Log`."""
         return self._log
 
@@ -360,7 +364,7 @@ class FileLogStore:
             await self._commit.wait_durable()
 
     # -- writes ----------------------------------------------------------------
-    async def persist_entries(self, entries: Sequence[Any]) -> None:
+    async def persist_entries(self, entries: Sequence[Entry]) -> None:
         """Append a consecutive batch; a first index <= last_index() replaces the suffix."""
         self._check_writable()
         entries = _as_batch("entries", entries)
@@ -385,7 +389,7 @@ class FileLogStore:
             await self._run_structural(log.append, entries)
         await self._after_write()
 
-    async def replace_range(self, from_index: int, new_entries: Sequence[Any]) -> None:
+    async def replace_range(self, from_index: int, new_entries: Sequence[Entry]) -> None:
         """Remove every index >= ``from_index`` and append ``new_entries``, atomically.
 
         After a crash the log is a prefix of the old one or of the new one (all
@@ -475,13 +479,13 @@ class FileLogStore:
         return self._log.durable_index()
 
     # -- reads -----------------------------------------------------------------
-    async def entry(self, index: int) -> Optional[Any]:
+    async def entry(self, index: int) -> Optional[Entry]:
         """The entry at ``index``, or None when it is missing, purged or truncated."""
         if self._closed:
             raise ClosedError("the log store is closed")  # (the log itself refuses in a forked child)
         return self._log.entry(index)
 
-    def get_entries(self, start: int, end: int) -> List[Any]:
+    def get_entries(self, start: int, end: int) -> List[Entry]:
         """The entries with ``start <= index <= end`` that exist, ascending."""
         if self._closed:
             raise ClosedError("the log store is closed")
@@ -524,6 +528,37 @@ class FileLogStore:
     def __repr__(self) -> str:
         mode = "always" if self._always else "none"
         return f"FileLogStore({self._log.path!r}, sync={mode!r})"
+
+    # -- streaming reads -------------------------------------------------------
+    def stream_entries(
+        self, start: Optional[int] = None, end: Optional[int] = None, *, chunk: int = 1024
+    ) -> AsyncIterator[Entry]:
+        """``async for`` over the entries with ``start <= index <= end``, ascending.
+
+        The range is read ``chunk`` entries at a time, and the event loop gets
+        a turn between chunks, so a long range neither sits in memory whole
+        nor holds up other coroutines.  Defaults and the behaviour when the
+        log changes meanwhile are those of :meth:`fastlog.log.Log.iter_entries`
+        (a truncation ends the stream, a replaced entry raises
+        :class:`~fastlog.errors.LogChangedError`); closing the store ends it
+        with :class:`~fastlog.errors.ClosedError`.  Bad arguments raise at once.
+        """
+        self._check_open()
+        return self._stream(self._log.iter_chunks(start, end, chunk=chunk))
+
+    async def _stream(self, chunks: Iterator[List[Entry]]) -> AsyncIterator[Entry]:
+        while True:
+            self._check_open()
+            batch = next(chunks, None)
+            if batch is None:
+                return
+            for entry in batch:
+                yield entry
+            await asyncio.sleep(0)
+
+    def __aiter__(self) -> AsyncIterator[Entry]:
+        """``async for entry in store``: every entry readable now (see :meth:`stream_entries`)."""
+        return self.stream_entries()
 
 
 class FileStorageEngine:
@@ -590,7 +625,7 @@ class FileStorageEngine:
             self._meta_store.close()
             self._log.close()
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, "FileStorageEngine"]:
         # Lets ``engine = await fastlog.open(path)`` work as well as the plain call.
         async def ready() -> "FileStorageEngine":
             return self
