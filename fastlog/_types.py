@@ -62,7 +62,7 @@ def _check_payload(payload: object) -> bytes:
     from .errors import EntryTypeError
 
     if type(payload) is bytes:
-        return payload  # type: ignore[return-value]
+        return payload
     if isinstance(payload, (bytearray, memoryview)):
         return bytes(payload)
     raise EntryTypeError(f"payload must be bytes, not {type(payload).__name__}")

@@ -62,7 +62,8 @@ from .errors import (
 from .meta import FileMetaStore
 
 if TYPE_CHECKING:
-    from ._types import Entry
+    # (FileLogStore.Entry, a property, would shadow the name Entry in its annotations.)
+    from . import _types
     from .log import Log
 
 __all__ = ["open_engine", "FileStorageEngine", "FileLogStore", "GroupCommit"]
@@ -96,9 +97,9 @@ class GroupCommit:
         self._name = name
         self._written = 0  # sequence number of the last mutation
         self._durable = 0  # every mutation up to this one is durable
-        self._waiters: List[Tuple[int, int, asyncio.Future]] = []  # heap: (needed seq, tiebreak, future)
+        self._waiters: List[Tuple[int, int, asyncio.Future[Any]]] = []  # heap: (needed seq, tiebreak, future)
         self._tiebreak = itertools.count()
-        self._inflight: Optional[asyncio.Future] = None
+        self._inflight: Optional[asyncio.Future[Any]] = None
         self._start_scheduled = False
         self._executor: Optional[ThreadPoolExecutor] = None
         self._error: Optional[BaseException] = None
@@ -141,7 +142,7 @@ class GroupCommit:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
         return self._executor
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Run ``fn(*args)`` on the worker thread, after everything submitted before it."""
         return asyncio.get_running_loop().run_in_executor(self._get_executor(), fn, *args)
 
@@ -183,7 +184,7 @@ class GroupCommit:
         self._inflight = fut
         fut.add_done_callback(functools.partial(self._flush_done, target=target))
 
-    def _flush_done(self, fut: asyncio.Future, target: int) -> None:
+    def _flush_done(self, fut: asyncio.Future[Any], target: int) -> None:
         self._inflight = None
         exc = asyncio.CancelledError("the flush was cancelled") if fut.cancelled() else fut.exception()
         if exc is not None:
@@ -268,7 +269,7 @@ def _as_batch(name: str, entries: object) -> Sequence[Any]:
         return entries
     if isinstance(entries, (str, bytes, bytearray, memoryview)) or not hasattr(entries, "__iter__"):
         raise EntryTypeError(f"{name} must be a sequence of Entry, not {type(entries).__name__}")
-    return list(entries)  # type: ignore[call-overload]
+    return list(entries)
 
 
 class FileLogStore:
@@ -284,7 +285,7 @@ class FileLogStore:
         self._closed = False
         self._pid = os.getpid()  # a forked child must not touch the parent's files or threads
         self._structural = 0  # structural operations submitted and not yet finished
-        self._gate: List[asyncio.Future] = []  # appends waiting for them
+        self._gate: List[asyncio.Future[Any]] = []  # appends waiting for them
 
     # -- helpers ---------------------------------------------------------------
     @property
@@ -297,9 +298,10 @@ class FileLogStore:
         return self._commit
 
     @property
-    def Entry(self) -> type:
+    def Entry(self) -> type[_types.Entry]:
         """The entry class of the log's implementation (the cheapest one to pass in)."""
-        return self._log.Entry
+        entry_class: type[_types.Entry] = self._log.Entry
+        return entry_class
 
     def _check_open(self) -> None:
         if self._pid != os.getpid():
@@ -345,7 +347,7 @@ class FileLogStore:
         fut.add_done_callback(self._structural_done)
         return await asyncio.shield(fut)
 
-    def _structural_done(self, fut: Optional[asyncio.Future]) -> None:
+    def _structural_done(self, fut: Optional[asyncio.Future[Any]]) -> None:
         if fut is not None:
             exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
             if exc is None:
@@ -364,7 +366,7 @@ class FileLogStore:
             await self._commit.wait_durable()
 
     # -- writes ----------------------------------------------------------------
-    async def persist_entries(self, entries: Sequence[Entry]) -> None:
+    async def persist_entries(self, entries: Sequence[_types.Entry]) -> None:
         """Append a consecutive batch; a first index <= last_index() replaces the suffix."""
         self._check_writable()
         entries = _as_batch("entries", entries)
@@ -389,7 +391,7 @@ class FileLogStore:
             await self._run_structural(log.append, entries)
         await self._after_write()
 
-    async def replace_range(self, from_index: int, new_entries: Sequence[Entry]) -> None:
+    async def replace_range(self, from_index: int, new_entries: Sequence[_types.Entry]) -> None:
         """Remove every index >= ``from_index`` and append ``new_entries``, atomically.
 
         After a crash the log is a prefix of the old one or of the new one (all
@@ -479,13 +481,13 @@ class FileLogStore:
         return self._log.durable_index()
 
     # -- reads -----------------------------------------------------------------
-    async def entry(self, index: int) -> Optional[Entry]:
+    async def entry(self, index: int) -> Optional[_types.Entry]:
         """The entry at ``index``, or None when it is missing, purged or truncated."""
         if self._closed:
             raise ClosedError("the log store is closed")  # (the log itself refuses in a forked child)
         return self._log.entry(index)
 
-    def get_entries(self, start: int, end: int) -> List[Entry]:
+    def get_entries(self, start: int, end: int) -> List[_types.Entry]:
         """The entries with ``start <= index <= end`` that exist, ascending."""
         if self._closed:
             raise ClosedError("the log store is closed")
@@ -532,7 +534,7 @@ class FileLogStore:
     # -- streaming reads -------------------------------------------------------
     def stream_entries(
         self, start: Optional[int] = None, end: Optional[int] = None, *, chunk: int = 1024
-    ) -> AsyncIterator[Entry]:
+    ) -> AsyncIterator[_types.Entry]:
         """``async for`` over the entries with ``start <= index <= end``, ascending.
 
         The range is read ``chunk`` entries at a time, and the event loop gets
@@ -546,7 +548,7 @@ class FileLogStore:
         self._check_open()
         return self._stream(self._log.iter_chunks(start, end, chunk=chunk))
 
-    async def _stream(self, chunks: Iterator[List[Entry]]) -> AsyncIterator[Entry]:
+    async def _stream(self, chunks: Iterator[List[_types.Entry]]) -> AsyncIterator[_types.Entry]:
         while True:
             self._check_open()
             batch = next(chunks, None)
@@ -556,7 +558,7 @@ class FileLogStore:
                 yield entry
             await asyncio.sleep(0)
 
-    def __aiter__(self) -> AsyncIterator[Entry]:
+    def __aiter__(self) -> AsyncIterator[_types.Entry]:
         """``async for entry in store``: every entry readable now (see :meth:`stream_entries`)."""
         return self.stream_entries()
 

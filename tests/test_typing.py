@@ -6,7 +6,8 @@ script that misuses the API must be refused on exactly the lines marked
 
 Seen failing on a broken build: with ``Log.entry`` annotated ``Any`` again
 (as it was), ``log.entry("x")`` and ``n: str = entry.index`` in the bad script
-were no longer reported and ``test_misuse_is_reported`` failed.
+were no longer reported: ``test_misuse_is_reported`` failed with "missed lines
+[16, 17, 19, 20]".
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import List, Set
+from typing import Set
 
 import pytest
 
@@ -70,11 +71,20 @@ BAD_SCRIPT = textwrap.dedent(
 
 
 def run_mypy(tmp_path: Path, *files: Path) -> subprocess.CompletedProcess[str]:
-    cache = tmp_path.parent / "mypy-cache"  # shared by the runs of this module
-    cmd = [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "--show-column-numbers",
-           "--hide-error-context", "--cache-dir", str(cache), *map(str, files)]
+    """mypy --strict as a user of the installed package runs it: no project
+    configuration, and errors inside fastlog itself not reported (as for any
+    installed package); MYPYPATH stands in for site-packages, since mypy cannot
+    follow an editable install's import hook."""
+    config = tmp_path / "mypy.ini"
+    config.write_text("[mypy]\n")
+    cache = tmp_path.parent / "mypy-cache"  # shared by the runs of this session
+    cmd = [
+        sys.executable, "-m", "mypy", "--strict", "--config-file", str(config), "--follow-imports=silent",
+        "--no-error-summary", "--show-column-numbers", "--hide-error-context", "--cache-dir", str(cache),
+        *map(str, files),
+    ]
     env = dict(os.environ, MYPYPATH=str(ROOT))
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
 def error_lines(output: str, name: str) -> Set[int]:
@@ -101,8 +111,3 @@ def test_misuse_is_reported(tmp_path: Path) -> None:
     assert found == marked, (
         f"missed lines {sorted(marked - found)}, unexpected lines {sorted(found - marked)}\n{result.stdout}"
     )
-    # Nothing in fastlog itself is reported from the user's point of view.
-    others: List[str] = [
-        line for line in result.stdout.splitlines() if ": error:" in line and not line.startswith(str(script))
-    ]
-    assert others == [], "\n".join(others)
