@@ -1024,6 +1024,7 @@ class Log:
         """:meth:`iter_entries` a list at a time (each of at most ``chunk`` entries)."""
         self._check_open()
         first = 0 if start is None else _check_index("start", start)
+        first = max(first, self.first_index())  # full chunks from the first readable entry on
         last = self._last_stored() if end is None else _check_index("end", end)
         if isinstance(chunk, bool) or not isinstance(chunk, int):
             raise EntryTypeError(f"chunk must be an int, not {type(chunk).__name__}")
@@ -1034,20 +1035,23 @@ class Log:
     def _read_chunks(self, pos: int, end: int, chunk: int) -> Iterator[List[Entry]]:
         handed: Optional[Entry] = None  # the last entry handed out
         while pos <= end:
-            if handed is not None and not self._still_holds(handed):
-                raise LogChangedError(
-                    f"entry {handed.index} (term {handed.term}) was truncated or replaced while the log was being read"
-                )
+            if handed is not None:
+                if not self._still_holds(handed):
+                    raise LogChangedError(
+                        f"entry {handed.index} (term {handed.term}) was truncated or replaced"
+                        " while the log was being read"
+                    )
+                b = self._boundary
+                if b is not None and b.index >= pos:
+                    raise LogChangedError(
+                        f"entries from {pos} to {b.index} were purged while the log was being read"
+                    )
             want = min(end - pos, chunk - 1)
             batch = self.get_entries(pos, pos + want)
             if not batch:
                 return  # truncated below pos: the log ends here
-            if handed is not None and batch[0].index != pos:
-                raise LogChangedError(
-                    f"entries from {pos} to {batch[0].index - 1} were purged while the log was being read"
-                )
             yield batch
-            if len(batch) <= want:
+            if batch[-1].index < pos + want:
                 return  # the log ended inside this chunk
             handed = batch[-1]
             pos = handed.index + 1
