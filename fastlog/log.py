@@ -158,7 +158,7 @@ class Log:
 
     def __init__(
         self,
-        path: Union[str, "os.PathLike[str]"],
+        path: str | os.PathLike[str],
         *,
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE,
