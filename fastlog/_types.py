@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 __all__ = ["EntryKind", "PyEntry", "LogId", "VotedFor", "HardState", "MAX_INDEX"]
+
+if TYPE_CHECKING:
+    # The one static type of an entry, whichever core is loaded: the compiled
+    # core's Entry as its stub (fastlog_ext/_core.pyi) declares it.  PyEntry
+    # below has the same constructor, fields and behaviour, so type checkers
+    # see ``fastlog.Entry`` as this class on both cores.
+    from fastlog_ext._core import Entry as Entry
 
 #: Largest index or term that fits the on-disk format (unsigned 64-bit).
 MAX_INDEX = (1 << 64) - 1
@@ -55,7 +62,7 @@ def _check_payload(payload: object) -> bytes:
     from .errors import EntryTypeError
 
     if type(payload) is bytes:
-        return payload  # type: ignore[return-value]
+        return payload
     if isinstance(payload, (bytearray, memoryview)):
         return bytes(payload)
     raise EntryTypeError(f"payload must be bytes, not {type(payload).__name__}")
@@ -100,7 +107,7 @@ class PyEntry:
     def __repr__(self) -> str:
         return f"Entry(index={self.index}, term={self.term}, payload={self.payload!r}, kind=EntryKind.{self.kind.name})"
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Any, Tuple[int, int, bytes, EntryKind]]:
         return (self.__class__, (self.index, self.term, self.payload, self.kind))
 
     @property

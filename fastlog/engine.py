@@ -47,7 +47,20 @@ import heapq
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    AsyncIterator,
+    Callable,
+    Dict,
+    Generator,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from ._types import LogId
 from .errors import (
@@ -60,6 +73,11 @@ from .errors import (
     StorageFullError,
 )
 from .meta import FileMetaStore
+
+if TYPE_CHECKING:
+    # (FileLogStore.Entry, a property, would shadow the name Entry in its annotations.)
+    from . import _types
+    from .log import Log
 
 __all__ = ["open_engine", "FileStorageEngine", "FileLogStore", "GroupCommit"]
 
@@ -92,9 +110,9 @@ class GroupCommit:
         self._name = name
         self._written = 0  # sequence number of the last mutation
         self._durable = 0  # every mutation up to this one is durable
-        self._waiters: List[Tuple[int, int, asyncio.Future]] = []  # heap: (needed seq, tiebreak, future)
+        self._waiters: List[Tuple[int, int, asyncio.Future[Any]]] = []  # heap: (needed seq, tiebreak, future)
         self._tiebreak = itertools.count()
-        self._inflight: Optional[asyncio.Future] = None
+        self._inflight: Optional[asyncio.Future[Any]] = None
         self._start_scheduled = False
         self._executor: Optional[ThreadPoolExecutor] = None
         self._error: Optional[BaseException] = None
@@ -137,7 +155,7 @@ class GroupCommit:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
         return self._executor
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Run ``fn(*args)`` on the worker thread, after everything submitted before it."""
         return asyncio.get_running_loop().run_in_executor(self._get_executor(), fn, *args)
 
@@ -179,7 +197,7 @@ class GroupCommit:
         self._inflight = fut
         fut.add_done_callback(functools.partial(self._flush_done, target=target))
 
-    def _flush_done(self, fut: asyncio.Future, target: int) -> None:
+    def _flush_done(self, fut: asyncio.Future[Any], target: int) -> None:
         self._inflight = None
         exc = asyncio.CancelledError("the flush was cancelled") if fut.cancelled() else fut.exception()
         if exc is not None:
@@ -264,13 +282,13 @@ def _as_batch(name: str, entries: object) -> Sequence[Any]:
         return entries
     if isinstance(entries, (str, bytes, bytearray, memoryview)) or not hasattr(entries, "__iter__"):
         raise EntryTypeError(f"{name} must be a sequence of Entry, not {type(entries).__name__}")
-    return list(entries)  # type: ignore[call-overload]
+    return list(entries)
 
 
 class FileLogStore:
     """The Raft log of a :class:`FileStorageEngine` (see :mod:`fastlog.protocols`)."""
 
-    def __init__(self, log: Any, *, sync: str = "none", read_only: bool = False):
+    def __init__(self, log: Log, *, sync: str = "none", read_only: bool = False):
         if sync not in _SYNC_MODES:
             raise InvalidEntryError(f"sync must be one of {_SYNC_MODES}, got {sync!r}")
         self._log = log
@@ -280,11 +298,11 @@ class FileLogStore:
         self._closed = False
         self._pid = os.getpid()  # a forked child must not touch the parent's files or threads
         self._structural = 0  # structural operations submitted and not yet finished
-        self._gate: List[asyncio.Future] = []  # appends waiting for them
+        self._gate: List[asyncio.Future[Any]] = []  # appends waiting for them
 
     # -- helpers ---------------------------------------------------------------
     @property
-    def log(self) -> Any:
+    def log(self) -> Log:
         """The underlying synchronous :class:`fastlog.log.Log`."""
         return self._log
 
@@ -293,9 +311,10 @@ class FileLogStore:
         return self._commit
 
     @property
-    def Entry(self) -> type:
+    def Entry(self) -> type[_types.Entry]:
         """The entry class of the log's implementation (the cheapest one to pass in)."""
-        return self._log.Entry
+        entry_class: type[_types.Entry] = self._log.Entry
+        return entry_class
 
     def _check_open(self) -> None:
         if self._pid != os.getpid():
@@ -341,7 +360,7 @@ class FileLogStore:
         fut.add_done_callback(self._structural_done)
         return await asyncio.shield(fut)
 
-    def _structural_done(self, fut: Optional[asyncio.Future]) -> None:
+    def _structural_done(self, fut: Optional[asyncio.Future[Any]]) -> None:
         if fut is not None:
             exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
             if exc is None:
@@ -360,7 +379,7 @@ class FileLogStore:
             await self._commit.wait_durable()
 
     # -- writes ----------------------------------------------------------------
-    async def persist_entries(self, entries: Sequence[Any]) -> None:
+    async def persist_entries(self, entries: Sequence[_types.Entry]) -> None:
         """Append a consecutive batch; a first index <= last_index() replaces the suffix."""
         self._check_writable()
         entries = _as_batch("entries", entries)
@@ -385,7 +404,7 @@ class FileLogStore:
             await self._run_structural(log.append, entries)
         await self._after_write()
 
-    async def replace_range(self, from_index: int, new_entries: Sequence[Any]) -> None:
+    async def replace_range(self, from_index: int, new_entries: Sequence[_types.Entry]) -> None:
         """Remove every index >= ``from_index`` and append ``new_entries``, atomically.
 
         After a crash the log is a prefix of the old one or of the new one (all
@@ -475,13 +494,13 @@ class FileLogStore:
         return self._log.durable_index()
 
     # -- reads -----------------------------------------------------------------
-    async def entry(self, index: int) -> Optional[Any]:
+    async def entry(self, index: int) -> Optional[_types.Entry]:
         """The entry at ``index``, or None when it is missing, purged or truncated."""
         if self._closed:
             raise ClosedError("the log store is closed")  # (the log itself refuses in a forked child)
         return self._log.entry(index)
 
-    def get_entries(self, start: int, end: int) -> List[Any]:
+    def get_entries(self, start: int, end: int) -> List[_types.Entry]:
         """The entries with ``start <= index <= end`` that exist, ascending."""
         if self._closed:
             raise ClosedError("the log store is closed")
@@ -524,6 +543,37 @@ class FileLogStore:
     def __repr__(self) -> str:
         mode = "always" if self._always else "none"
         return f"FileLogStore({self._log.path!r}, sync={mode!r})"
+
+    # -- streaming reads -------------------------------------------------------
+    def stream_entries(
+        self, start: Optional[int] = None, end: Optional[int] = None, *, chunk: int = 1024
+    ) -> AsyncIterator[_types.Entry]:
+        """``async for`` over the entries with ``start <= index <= end``, ascending.
+
+        The range is read ``chunk`` entries at a time, and the event loop gets
+        a turn between chunks, so a long range neither sits in memory whole
+        nor holds up other coroutines.  Defaults and the behaviour when the
+        log changes meanwhile are those of :meth:`fastlog.log.Log.iter_entries`
+        (a truncation ends the stream, a replaced entry raises
+        :class:`~fastlog.errors.LogChangedError`); closing the store ends it
+        with :class:`~fastlog.errors.ClosedError`.  Bad arguments raise at once.
+        """
+        self._check_open()
+        return self._stream(self._log.iter_chunks(start, end, chunk=chunk))
+
+    async def _stream(self, chunks: Iterator[List[_types.Entry]]) -> AsyncIterator[_types.Entry]:
+        while True:
+            self._check_open()
+            batch = next(chunks, None)
+            if batch is None:
+                return
+            for entry in batch:
+                yield entry
+            await asyncio.sleep(0)
+
+    def __aiter__(self) -> AsyncIterator[_types.Entry]:
+        """``async for entry in store``: every entry readable now (see :meth:`stream_entries`)."""
+        return self.stream_entries()
 
 
 class FileStorageEngine:
@@ -590,7 +640,7 @@ class FileStorageEngine:
             self._meta_store.close()
             self._log.close()
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, "FileStorageEngine"]:
         # Lets ``engine = await fastlog.open(path)`` work as well as the plain call.
         async def ready() -> "FileStorageEngine":
             return self

@@ -21,6 +21,8 @@ __all__ = [
     "StorageFullError",
     "ForkedError",
     "InvalidTermError",
+    "EntryNotFoundError",
+    "LogChangedError",
 ]
 
 
@@ -93,6 +95,19 @@ class EntryTypeError(FastlogError, TypeError):
 
 class InvalidTermError(InvalidEntryError):
     """A batch's terms decrease, or start below the term of the entry before it."""
+
+
+class EntryNotFoundError(FastlogError, IndexError):
+    """``log[i]`` found no entry at Raft index ``i`` (missing, purged, truncated or negative)."""
+
+
+class LogChangedError(FastlogError):
+    """A streaming read found that the log was changed under it.
+
+    Raised when the last entry handed out is no longer in the log with the
+    same term (a truncation, replacement or reset cut it), so the entries that
+    would follow belong to another history than those already read.
+    """
 
 
 class FastlogWarning(UserWarning):

@@ -22,15 +22,16 @@ import threading
 import time
 import weakref
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Union, overload
 
 from . import _osio, fsinfo
 from ._core_api import REC_HEADER_SIZE, SEG_DATA_START
 from ._impl import load_core
-from ._types import LogId
+from ._types import MAX_INDEX, LogId
 from .errors import (
     ClosedError,
     CorruptionError,
+    EntryNotFoundError,
     EntryTooLargeError,
     EntryTypeError,
     ForkedError,
@@ -38,6 +39,7 @@ from .errors import (
     InvalidIndexError,
     InvalidTermError,
     LockedError,
+    LogChangedError,
     PoisonedError,
     StorageFullError,
 )
@@ -46,6 +48,9 @@ from .recovery import scan_message as _scan_message
 from .regular_file import open_regular
 from .segment import MAX_SEGMENT_SIZE, Segment, SegmentHeader, encode_segment_header, segment_name
 from .smallfile import RECORD_LOG_STATE, read_small_file, write_small_file
+
+if TYPE_CHECKING:
+    from ._types import Entry
 
 __all__ = ["Log", "DEFAULT_SEGMENT_SIZE", "DEFAULT_MAX_ENTRY_SIZE"]
 
@@ -145,12 +150,14 @@ class Log:
 
     # The hot read methods are bound per instance to the core's methods; these
     # annotations document them.
-    entry: Any
-    get_entries: Any
+    #: ``entry(i)``: the entry at index ``i``, or None when missing, purged or truncated.
+    entry: Callable[[int], Optional[Entry]]
+    #: ``get_entries(start, end)``: the entries with ``start <= index <= end`` that exist, ascending.
+    get_entries: Callable[[int, int], List[Entry]]
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         *,
         segment_size: int = DEFAULT_SEGMENT_SIZE,
         max_entry_size: int = DEFAULT_MAX_ENTRY_SIZE,
@@ -471,7 +478,7 @@ class Log:
         self._check_open()
         return self._sync_always
 
-    def append(self, entries: Sequence[Any]) -> None:
+    def append(self, entries: Sequence[Entry]) -> None:
         """Append a batch of consecutive entries.
 
         A first index at or below ``last_index()`` replaces the existing suffix
@@ -951,6 +958,145 @@ class Log:
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self.first_index()}..{self.last_index()}"
         return f"<fastlog.Log {self._path!r} {state} ({self.implementation})>"
+
+    # ------------------------------------------------------- Python access
+    # Keys are Raft indexes, not positions: log[1] is the entry at index 1
+    # (Raft's first), and slices are half-open ranges of indexes.  There is
+    # no "from the end" reading of a negative key: no entry ever has one.
+    def __len__(self) -> int:
+        """Number of readable entries: ``first_index()`` to the last stored index."""
+        first = self.first_index()
+        return self._last_stored() - first + 1 if first else 0
+
+    def __bool__(self) -> bool:
+        # An open log is a resource, not a value: an empty one is still truthy.
+        return True
+
+    @overload
+    def __getitem__(self, key: int) -> Entry: ...
+
+    @overload
+    def __getitem__(self, key: slice) -> List[Entry]: ...
+
+    def __getitem__(self, key: Union[int, slice]) -> Union[Entry, List[Entry]]:
+        """``log[i]``: the entry at index ``i`` (EntryNotFoundError, an IndexError, when
+        there is none); ``log[a:b]``: the entries with ``a <= index < b`` that exist."""
+        if isinstance(key, slice):
+            start, stop = _slice_bounds(key)
+            return self.get_entries(start, stop - 1) if stop > start else []
+        if isinstance(key, bool) or not isinstance(key, int):
+            raise EntryTypeError(f"log keys are int indexes or slices, not {type(key).__name__}")
+        if key < 0 or key > MAX_INDEX:
+            raise EntryNotFoundError(f"no entry at index {key}: keys are Raft indexes (from 1), not positions")
+        found = self.entry(key)
+        if found is None:
+            raise EntryNotFoundError(f"no entry at index {key} (readable: {self._readable()})")
+        return found
+
+    def __contains__(self, item: object) -> bool:
+        """True when ``item`` is an entry equal to the one stored at its index."""
+        index = getattr(item, "index", None)
+        if type(index) is not int or index < 0 or index > MAX_INDEX:
+            return False
+        return self.entry(index) == item
+
+    def __iter__(self) -> Iterator[Entry]:
+        """Every entry readable now, in index order, read a chunk at a time."""
+        return self.iter_entries()
+
+    def iter_entries(
+        self, start: Optional[int] = None, end: Optional[int] = None, *, chunk: int = 1024
+    ) -> Iterator[Entry]:
+        """The entries with ``start <= index <= end`` (inclusive, as :meth:`get_entries`),
+        ascending, read ``chunk`` entries at a time so a long range is never held whole.
+
+        ``start`` defaults to the first readable index and ``end`` to the last
+        index stored *now*: entries appended later are not waited for.  The
+        log may change while the iterator is suspended: a truncation below the
+        next index ends it early; a change that removed or replaced the entry
+        it handed out last (truncate, replace, reset), or a purge past the
+        next index, raises :class:`~fastlog.errors.LogChangedError` instead of
+        handing out entries of another history.  Bad arguments raise at once.
+        """
+        chunks = self.iter_chunks(start, end, chunk=chunk)
+        return (entry for batch in chunks for entry in batch)
+
+    def iter_chunks(
+        self, start: Optional[int] = None, end: Optional[int] = None, *, chunk: int = 1024
+    ) -> Iterator[List[Entry]]:
+        """:meth:`iter_entries` a list at a time (each of at most ``chunk`` entries)."""
+        self._check_open()
+        first = 0 if start is None else _check_index("start", start)
+        first = max(first, self.first_index())  # full chunks from the first readable entry on
+        last = self._last_stored() if end is None else _check_index("end", end)
+        if isinstance(chunk, bool) or not isinstance(chunk, int):
+            raise EntryTypeError(f"chunk must be an int, not {type(chunk).__name__}")
+        if chunk < 1:
+            raise InvalidEntryError(f"chunk must be at least 1, got {chunk}")
+        return self._read_chunks(first, last, chunk)
+
+    def _read_chunks(self, pos: int, end: int, chunk: int) -> Iterator[List[Entry]]:
+        handed: Optional[Entry] = None  # the last entry handed out
+        while pos <= end:
+            if handed is not None:
+                if not self._still_holds(handed):
+                    raise LogChangedError(
+                        f"entry {handed.index} (term {handed.term}) was truncated or replaced"
+                        " while the log was being read"
+                    )
+                b = self._boundary
+                if b is not None and b.index >= pos:
+                    raise LogChangedError(
+                        f"entries from {pos} to {b.index} were purged while the log was being read"
+                    )
+            want = min(end - pos, chunk - 1)
+            batch = self.get_entries(pos, pos + want)
+            if not batch:
+                return  # truncated below pos: the log ends here
+            yield batch
+            if batch[-1].index < pos + want:
+                return  # the log ended inside this chunk
+            handed = batch[-1]
+            pos = handed.index + 1
+
+    def _still_holds(self, entry: Entry) -> bool:
+        # Raft's log matching: the same (index, term) means the same entry and
+        # the same history before it.  An entry purged since was committed, so
+        # the entries after it still continue it.
+        b = self._boundary
+        if b is not None and entry.index <= b.index:
+            return True
+        return self.term_at(entry.index) == entry.term
+
+    def _readable(self) -> str:
+        first = self.first_index()
+        return f"{first}..{self._last_stored()}" if first else "none"
+
+    async def __aenter__(self) -> "Log":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        # close() flushes: keep the fsync off the event loop.
+        import asyncio
+
+        await asyncio.to_thread(self.close)
+
+
+def _slice_bounds(key: slice) -> "tuple[int, int]":
+    """The half-open index range ``[start, stop)`` of ``log[start:stop]``."""
+    if key.step is not None and key.step != 1:
+        raise InvalidIndexError(f"log slices take no step (got {key.step!r}): they are ranges of indexes")
+    return _slice_bound("start", key.start, 0), _slice_bound("stop", key.stop, MAX_INDEX + 1)
+
+
+def _slice_bound(name: str, value: object, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EntryTypeError(f"slice {name} must be an int index, not {type(value).__name__}")
+    if value < 0:
+        raise InvalidIndexError(f"slice {name} must not be negative (keys are Raft indexes), got {value}")
+    return min(int(value), MAX_INDEX + 1)
 
 
 def _is_full(exc: BaseException) -> bool:

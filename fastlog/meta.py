@@ -132,3 +132,15 @@ class FileMetaStore:
 
     def __repr__(self) -> str:
         return f"FileMetaStore({self._dir!r})"
+
+    def __enter__(self) -> "FileMetaStore":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "FileMetaStore":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
