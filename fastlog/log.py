@@ -22,7 +22,7 @@ import threading
 import time
 import weakref
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Union, overload
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union, overload
 
 from . import _osio, fsinfo
 from ._core_api import REC_HEADER_SIZE, SEG_DATA_START
@@ -224,6 +224,8 @@ class Log:
         #: Set when a read-only open with ``stop_at_damage`` stopped early.
         self.damage: Optional[CorruptionError] = None
         self._lock_fd = -1
+        # A first segment made ready at open for an empty log (see _make_spare).
+        self._spare: Optional[Tuple[int, int, SegmentHeader, bool]] = None
         self._pid = os.getpid()
         self._forked = False
 
@@ -254,6 +256,8 @@ class Log:
         self._closed = False
         self._bind_reads()
         _open_logs.add(self)
+        if not read_only and not self._segments:
+            self._make_spare()
 
     # ------------------------------------------------------------------ open
     def _take_lock(self) -> None:
@@ -323,28 +327,84 @@ class Log:
         while self._segments:
             self._drop_last()  # last first: a crash leaves a prefix of the log
 
-    def _new_segment(self, first_index: int, prev_crc: int) -> None:
+    def _create_segment_file(
+        self, first_index: int, prev_crc: int, poison: bool = True
+    ) -> Tuple[int, SegmentHeader, bool]:
+        """Create, preallocate and head a segment file; its header is durable on return.
+
+        Returns (fd, header, reserved): ``reserved`` is False where preallocation
+        fell back to writing zeros (such a segment is never stored to through its
+        mapping).  The header is synced before any record is written into the
+        file, so a zero header over records is damage on recovery.  The file's
+        name becomes durable with the next flush's directory sync, which comes
+        before any of its records is acknowledged.  A failed sync poisons the
+        log when ``poison`` (as every failed sync does).
+        """
         path = os.path.join(self._path, segment_name(first_index))
         if os.path.exists(path):
             os.unlink(path)  # cannot be live: live segments are attached
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             try:
-                # Blocks zero-filled instead of reserved promise nothing on some
-                # filesystems: such a segment is never stored to through its mapping.
                 reserved = _osio.fallocate(fd, self._segment_size) is not False
                 hdr = SegmentHeader(self._generation, first_index, prev_crc, SEG_DATA_START)
                 _osio.pwrite_all(fd, encode_segment_header(hdr, self._crc32c), 0)
             except OSError as exc:
                 raise _storage_full(exc, f"preallocate a {self._segment_size}-byte segment", path)
-            # The header (and the file's name) are durable before any record is
-            # written here, so a zero header over records is damage on recovery.
             try:
                 _osio.fdatasync(fd)
-                _osio.fsync_dir(self._path)
             except OSError as exc:
-                self._poison(exc)
+                if poison:
+                    self._poison(exc)
                 raise
+        except BaseException:
+            os.close(fd)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise
+        self._dir_dirty = True
+        return fd, hdr, reserved
+
+    def _make_spare(self) -> None:
+        """Ready the first segment of an empty log at the index a plain append
+        would start at, so the first append does not wait for a preallocation
+        and its sync.  Only advice: on any failure the first append creates the
+        segment itself (and reports the error then).  A spare left behind by a
+        crash holds no record and is deleted by the next open."""
+        first = self.last_index() + 1
+        if first >= MAX_INDEX:
+            return
+        try:
+            fd, hdr, reserved = self._create_segment_file(first, 0, poison=False)
+        except OSError:
+            return
+        self._spare = (first, fd, hdr, reserved)
+
+    def _drop_spare(self, unlink: bool = True) -> None:
+        spare, self._spare = self._spare, None
+        if spare is None:
+            return
+        os.close(spare[1])
+        if unlink:
+            try:
+                os.unlink(os.path.join(self._path, segment_name(spare[0])))
+            except OSError:
+                pass
+
+    def _new_segment(self, first_index: int, prev_crc: int) -> None:
+        path = os.path.join(self._path, segment_name(first_index))
+        spare = self._spare
+        if spare is not None and spare[0] == first_index and spare[2].prev_crc == prev_crc and (
+            spare[2].generation == self._generation
+        ):
+            self._spare = None
+            _, fd, hdr, reserved = spare
+        else:
+            self._drop_spare()
+            fd, hdr, reserved = self._create_segment_file(first_index, prev_crc)
+        try:
             mapped = self._mapped_stores and reserved
             mm = mmap.mmap(fd, self._segment_size, access=mmap.ACCESS_WRITE if mapped else mmap.ACCESS_READ)
         except BaseException:
@@ -404,6 +464,9 @@ class Log:
         self._bind_closed()
         self._zero_ahead = None  # its thread does not exist here
         fds = [seg.fd for seg in self._segments] + [self._lock_fd]
+        if self._spare is not None:
+            fds.append(self._spare[1])
+            self._spare = None
         for seg in self._segments:
             seg.fd = -1
         self._lock_fd = -1
@@ -923,6 +986,8 @@ class Log:
                     _open_logs.discard(self)
 
     def _release_all(self) -> None:
+        # An unused spare goes while the directory lock is still held.
+        self._drop_spare()
         # Dropping a segment from the core waits for a zero write in flight to
         # its file (at most one); nothing else here can wait on the zeroer.
         while self._segments:

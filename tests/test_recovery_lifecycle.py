@@ -111,16 +111,33 @@ def test_zero_segment_being_created_is_deleted(tmp_path: Path, impl: str, size: 
 
 
 def test_new_segment_header_is_synced_before_records(tmp_path: Path, impl: str, monkeypatch: Any) -> None:
+    """Every segment's header is durable before a record goes into it: an empty
+    log readies its first segment at open (header synced then), a first append
+    elsewhere or a rollover syncs the new header first.  Seen failing with the
+    header sync removed from segment creation."""
     from fastlog import _osio
 
     calls: List[str] = []
-    real_fdatasync, real_fsync_dir = _osio.fdatasync, _osio.fsync_dir
+    real_fdatasync = _osio.fdatasync
     monkeypatch.setattr(_osio, "fdatasync", lambda fd: (calls.append("fdatasync"), real_fdatasync(fd))[1])
-    monkeypatch.setattr(_osio, "fsync_dir", lambda p: (calls.append("fsync_dir"), real_fsync_dir(p))[1])
-    with fastlog.Log(tmp_path, segment_size=SEG, implementation=impl) as log:
+    with fastlog.Log(tmp_path / "a", segment_size=SEG, implementation=impl) as log:
+        assert calls == ["fdatasync"]  # the spare first segment's header, at open
+        first = tmp_path / "a" / f"{1:020d}.seg"
+        with open(first, "rb") as f:
+            assert f.read(8) == b"FLOGSEG1"
         calls.clear()
-        _fill(log, 1, 1)  # creates the first segment
-        assert calls == ["fdatasync", "fsync_dir"]
+        _fill(log, 1, 1)  # into the spare: nothing more to sync
+        assert calls == []
+        n = 1
+        while len(log.segments()) == 1:  # up to a rollover
+            n += 1
+            _fill(log, n, 1)
+        assert calls == ["fdatasync"]  # the new segment's header, before its records
+    with fastlog.Log(tmp_path / "b", segment_size=SEG, implementation=impl) as log:
+        calls.clear()
+        log.append([log.Entry(50, 1, b"x")])  # not where the spare was readied
+        assert calls == ["fdatasync"]
+        assert sorted(os.listdir(tmp_path / "b")) == sorted(["LOCK", "STATE", f"{50:020d}.seg"])
 
 
 @pytest.mark.parametrize("name", ["STATE", "HARDSTATE", "LOCK", "00000000000000000001.seg"])
