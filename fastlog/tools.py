@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, TextIO, Tuple
 from . import _osio
 from ._core_api import SEG_DATA_START, SEG_HEADER_SIZE
 from ._impl import load_core
-from .errors import CorruptionError, FastlogError, LockedError
+from .errors import CorruptionError, FastlogError, LockedError, ViewChangedError
 from .log import LOCK_FILE, STATE_FILE, Log
 from .meta import HARD_STATE_FILE, FileMetaStore
 from .segment import SegmentHeader, decode_segment_header, encode_segment_header, parse_segment_name
@@ -173,7 +173,7 @@ def verify(path: str, *, implementation: Optional[str] = None) -> VerifyReport:
         report.notes.append("segments not checked: the log state (generation, purge boundary) is unreadable")
         return report
     files = _segment_files(path)
-    by_name = {name: SegmentReport(name, os.path.getsize(os.path.join(path, name))) for _, name in files}
+    by_name = {name: SegmentReport(name, _size(os.path.join(path, name))) for _, name in files}
     try:
         log = Log(path, read_only=True, stop_at_damage=True, implementation=implementation)
     except CorruptionError as exc:
@@ -196,6 +196,9 @@ def verify(path: str, *, implementation: Optional[str] = None) -> VerifyReport:
         generation = log.generation
         crc32c = load_core(implementation).crc32c
         for info in attached:
+            if os.path.basename(info["path"]) not in by_name:  # created by a live writer since the listing
+                files.append((info["first_index"], os.path.basename(info["path"])))
+                by_name[files[-1][1]] = SegmentReport(files[-1][1], info["size"])
             seg = by_name[os.path.basename(info["path"])]
             seg.first_index = info["first_index"]
             seg.last_index = info["last_index"]
@@ -216,14 +219,29 @@ def verify(path: str, *, implementation: Optional[str] = None) -> VerifyReport:
             seg = by_name[name]
             if name in attached_names or seg.status != "ok":
                 continue
-            _describe_unattached(os.path.join(path, name), seg, generation, crc32c, report)
+            try:
+                _describe_unattached(os.path.join(path, name), seg, generation, crc32c, report)
+            except FileNotFoundError:  # a live writer deleted it since the listing
+                seg.status = "deleted"
+                seg.detail = "deleted by the log's writer while it was being checked"
     report.segments = [by_name[n] for _, n in files]
     return report
 
 
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:  # a live writer deleted it since the listing
+        return 0
+
+
 def _nonzero_after(path: str, offset: int) -> Optional[int]:
     """Offset of the first non-zero byte at or after ``offset``, or None."""
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:  # a live writer deleted it since the open
+        return None
+    with f:
         f.seek(offset)
         pos = offset
         while True:
@@ -590,11 +608,16 @@ def _run_inspect(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 def _run_dump(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     n = 0
-    for entry in dump(args.directory, args.start, args.end):
-        print(format_entry(entry, hex_payload=args.hex, width=args.width), file=out)
-        n += 1
-        if args.limit and n >= args.limit:
-            break
+    try:
+        for entry in dump(args.directory, args.start, args.end):
+            print(format_entry(entry, hex_payload=args.hex, width=args.width), file=out)
+            n += 1
+            if args.limit and n >= args.limit:
+                break
+    except ViewChangedError as exc:
+        # A live writer removed or rewrote entries the dump had not reached:
+        # everything printed is what the log held when the dump began.
+        print(f"note: the dump stops after {n} entries: {exc}", file=sys.stderr)
     return EXIT_OK
 
 
