@@ -9,12 +9,15 @@ decrease, every payload the writer's deterministic payload for its index,
 term and salt), and ``fastlog inspect``, ``verify`` and ``dump`` must succeed
 against the live directory.  The writer must see no error at all.
 
-Seen failing: on the code before read-only opens stopped locking, every view
-and every CLI command failed with LockedError; with the retry of
-``Log._open_view`` removed (``_VIEW_ATTEMPTS = 1``) views failed now and then
-with a false CorruptionError ("durable data is damaged": the claim was read
-just before the writer lowered it for a truncation), and so does
-``test_a_claim_lowered_under_the_open_is_read_again`` at once.
+Seen failing: with the read-only open of before (``flock(LOCK_SH)`` on
+``LOCK``), the writer process could not open beside the held view (LockedError)
+and no view could open beside the writer.  With the retry of
+``Log._open_view`` removed (``_VIEW_ATTEMPTS = 1``) views beside the writer
+failed on both cores within seconds -- FileNotFoundError for a segment deleted
+between the listing and its open, and a false CorruptionError ("the log breaks
+off here but a later segment holds durable data") -- and
+``test_a_claim_lowered_under_the_open_is_read_again`` failed at once with
+"data ends early" below the stale claim.
 """
 from __future__ import annotations
 
