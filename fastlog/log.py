@@ -13,6 +13,7 @@ docs/format.md.
 """
 from __future__ import annotations
 
+import bisect
 import errno
 import fcntl
 import mmap
@@ -80,6 +81,9 @@ _PREPARE_CHUNK = 1 << 20
 # waits a little longer (the writer's next step is a syscall or two away).
 _VIEW_ATTEMPTS = 8
 _VIEW_RETRY_PAUSE = 0.002
+# What a record's crc covers besides its payload: length, index, term, kind, reserved.
+_FRAME_FIELDS = struct.Struct("<IQQB7x")
+_CRC_FIELD = struct.Struct("<I")
 
 
 def _check_index(name: str, value: object) -> int:
@@ -207,6 +211,7 @@ class Log:
         self._verify_reads = verify_reads or read_only
         self._core = self._core_module.LogCore(self._max_payload, self._verify_reads)
         self._segments: List[Segment] = []
+        self._view_firsts: List[int] = []  # a read-only view's segment first indexes
         # Writers (append, truncate, purge, reset) and flush snapshots hold _wlock.
         # _sync_lock serialises flushes; it is always taken before _wlock, never
         # after.  An fsync runs on duplicated descriptors with neither lock held
@@ -387,6 +392,7 @@ class Log:
 
     def _bind_reads(self) -> None:
         if self._read_only:
+            self._view_firsts = [seg.first_index for seg in self._segments]
             self.entry = self._view_entry
             self.get_entries = self._view_entries
             return
@@ -400,14 +406,16 @@ class Log:
     # be the one the snapshot holds: two Raft entries with the same index and
     # term are the same entry, so a record that passes both is the entry the
     # view promised, even if a writer rewrote it since.  Anything else is
-    # ViewChangedError, never other data.
+    # ViewChangedError, never other data.  The core verifies the record in
+    # the mapping and then copies it, and a writer may rewrite it in between,
+    # so the copy itself is checked again (_copied_whole).
     def _view_entry(self, index: int) -> Any:
         core = self._core
         try:
             e = core.get(index)
         except CorruptionError as exc:
             raise self._view_changed(index, exc) from exc
-        if e is not None and e.term != core.term_at(index):
+        if e is not None and (e.term != core.term_at(index) or not self._copied_whole(e)):
             raise self._view_changed(index, None)
         return e
 
@@ -419,9 +427,25 @@ class Log:
             raise self._view_changed(None, exc) from exc
         term_at = core.term_at
         for e in found:
-            if e.term != term_at(e.index):
+            if e.term != term_at(e.index) or not self._copied_whole(e):
                 raise self._view_changed(e.index, None)
         return found
+
+    def _copied_whole(self, e: Any) -> bool:
+        """Whether entry ``e``, as copied out of the mapping, is a whole record:
+        its checksum, computed over the copy, equals the crc in the file
+        (read after the copy).  A copy torn by a writer's store fails this."""
+        index = e.index
+        core = self._core
+        seg = self._segments[bisect.bisect_right(self._view_firsts, index) - 1]
+        mm = seg.mm
+        if index == seg.first_index:
+            seed = seg.header.prev_crc
+        else:
+            seed = _CRC_FIELD.unpack_from(mm, core.record_offset(index - 1))[0]
+        payload = bytes(e.payload)
+        crc = self._crc32c(_FRAME_FIELDS.pack(len(payload), index, e.term, int(e.kind)) + payload, seed)
+        return bool(crc == _CRC_FIELD.unpack_from(mm, core.record_offset(index))[0])
 
     def _view_changed(self, index: Optional[int], cause: Optional[CorruptionError]) -> ViewChangedError:
         what = f"entry {index}" if index is not None else "an entry of the range"
