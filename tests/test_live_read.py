@@ -17,7 +17,11 @@ failed on both cores within seconds -- FileNotFoundError for a segment deleted
 between the listing and its open, and a false CorruptionError ("the log breaks
 off here but a later segment holds durable data") -- and
 ``test_a_claim_lowered_under_the_open_is_read_again`` failed at once with
-"data ends early" below the stale claim.
+"data ends early" below the stale claim.  With the check of each copied
+entry against its record's crc removed (``Log._copied_whole``), the pure-Python
+core's views returned an entry whose payload was zeros (the writer cut the
+record between the core's verification and its copy): ValueError in
+``_check_entry``, once in a full suite run and again in a 15-second run.
 """
 from __future__ import annotations
 
