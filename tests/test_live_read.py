@@ -26,7 +26,6 @@ record between the core's verification and its copy): ValueError in
 from __future__ import annotations
 
 import os
-import random
 import subprocess
 import sys
 import time
@@ -40,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "crash"))
 
 import fastlog  # noqa: E402
 import fastlog.recovery  # noqa: E402
-from fastlog import LogId  # noqa: E402
 from fastlog.errors import CorruptionError, LockedError, ViewChangedError  # noqa: E402
 from crashsim import payload_for  # noqa: E402
 
