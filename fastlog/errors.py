@@ -23,6 +23,7 @@ __all__ = [
     "InvalidTermError",
     "EntryNotFoundError",
     "LogChangedError",
+    "ViewChangedError",
 ]
 
 
@@ -44,6 +45,18 @@ class CorruptionError(FastlogError):
         if path is not None:
             where = f" [{path}" + (f" @ offset {offset}" if offset is not None else "") + "]"
         super().__init__(message + where)
+
+
+class ViewChangedError(CorruptionError):
+    """A read-only view was asked for an entry that no longer reads back as it
+    did when the view was opened.
+
+    Read-only opens take no lock, so a writer in another process may truncate,
+    replace, purge or reset the log while a view is open; the view's index is
+    a snapshot, and a record it points at that fails its checksum or carries
+    another term now raises this instead of returning other data.  In a log
+    that nobody writes it means the file was damaged after the open.
+    """
 
 
 class LockedError(FastlogError):

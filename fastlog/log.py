@@ -13,6 +13,7 @@ docs/format.md.
 """
 from __future__ import annotations
 
+import bisect
 import errno
 import fcntl
 import mmap
@@ -42,11 +43,19 @@ from .errors import (
     LogChangedError,
     PoisonedError,
     StorageFullError,
+    ViewChangedError,
 )
 from .recovery import recover
 from .recovery import scan_message as _scan_message
 from .regular_file import open_regular
-from .segment import MAX_SEGMENT_SIZE, Segment, SegmentHeader, encode_segment_header, segment_name
+from .segment import (
+    MAX_SEGMENT_SIZE,
+    Segment,
+    SegmentHeader,
+    decode_segment_header,
+    encode_segment_header,
+    segment_name,
+)
 from .smallfile import RECORD_LOG_STATE, read_small_file, write_small_file
 
 if TYPE_CHECKING:
@@ -70,6 +79,15 @@ _STATE_BODY = struct.Struct("<QBQQQ")  # generation, has_purge, purge index, pur
 # back, so every page faults in the host first.  Measured in a full `fastlog
 # bench` run: 2 MiB chunks gave 1.5M-6.9M entries/s, 1 MiB chunks 8.5M-10.4M.
 _PREPARE_CHUNK = 1 << 20
+# A read-only open takes no lock, so a writer in another process may change the
+# directory while it runs.  Damage it meets is reported only when it is seen
+# again, the same, over a directory that did not change in between; each retry
+# waits a little longer (the writer's next step is a syscall or two away).
+_VIEW_ATTEMPTS = 8
+_VIEW_RETRY_PAUSE = 0.002
+# What a record's crc covers besides its payload: length, index, term, kind, reserved.
+_FRAME_FIELDS = struct.Struct("<IQQB7x")
+_CRC_FIELD = struct.Struct("<I")
 
 
 def _check_index(name: str, value: object) -> int:
@@ -194,8 +212,12 @@ class Log:
         self._core_module: ModuleType = load_core(implementation)
         self._crc32c = self._core_module.crc32c
         self.Entry = self._core_module.Entry
-        self._core = self._core_module.LogCore(self._max_payload, verify_reads)
+        # A read-only view verifies every read: its index is a snapshot of files
+        # a live writer may change under it (see _bind_reads).
+        self._verify_reads = verify_reads or read_only
+        self._core = self._core_module.LogCore(self._max_payload, self._verify_reads)
         self._segments: List[Segment] = []
+        self._view_firsts: List[int] = []  # a read-only view's segment first indexes
         # Writers (append, truncate, purge, reset) and flush snapshots hold _wlock.
         # _sync_lock serialises flushes; it is always taken before _wlock, never
         # after.  An fsync runs on duplicated descriptors with neither lock held
@@ -245,8 +267,11 @@ class Log:
                 self._prepare = 0
         self._take_lock()
         try:
-            self._load_state()
-            recover(self)
+            if read_only:
+                self._open_view()
+            else:
+                self._load_state()
+                recover(self)
         except OSError as exc:
             self._release_all()
             raise _storage_full(exc, "open the log (cutting a torn tail)", self._path)
@@ -261,18 +286,92 @@ class Log:
 
     # ------------------------------------------------------------------ open
     def _take_lock(self) -> None:
+        """The writer's exclusive lock on ``LOCK``; a read-only open takes none.
+
+        Readers never lock: any lock a reader held would be one a writer
+        could not take (a node could not restart while an operator inspects
+        it).  Two writers still exclude each other.
+        """
+        if self._read_only:
+            return
         lock_path = os.path.join(self._path, LOCK_FILE)
-        flags = os.O_RDONLY if self._read_only else os.O_RDWR | os.O_CREAT
+        fd = open_regular(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fd = open_regular(lock_path, flags, 0o644)
-        except FileNotFoundError:
-            fd = os.open(self._path, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if self._read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             raise LockedError(f"log directory {self._path} is already open") from None
         self._lock_fd = fd
+
+    def _open_view(self) -> None:
+        """Recovery for a read-only open, beside a writer that may be running.
+
+        A writer in another process may append, roll over, truncate, purge or
+        reset while the files are listed, their headers read and their records
+        scanned, so what looks like damage may be a step of the writer seen
+        half way: a segment deleted after the listing, a ``synced_end`` claim
+        read just before the writer lowered it for a truncation and then the
+        zeros below it, a ``STATE`` newer or older than the segments.  Damage
+        (or a vanished file) is therefore only believed when a second look
+        finds the same damage over a directory (``STATE`` and every segment
+        header) that did not change while the look was taken; otherwise the
+        view is opened again, a bounded number of times.  A log nobody writes
+        reports its damage after two scans, as it always did.
+        """
+        seen: Optional[tuple] = None
+        failure: Optional[BaseException] = None
+        for attempt in range(_VIEW_ATTEMPTS):
+            before = self._directory_fingerprint()
+            failure = None
+            try:
+                self._load_state()
+                recover(self)
+            except (CorruptionError, FileNotFoundError) as exc:
+                failure = exc
+            if failure is None and self.damage is None:
+                return
+            after = self._directory_fingerprint()
+            found = failure if failure is not None else self.damage
+            outcome = (type(found), str(found), after)
+            if attempt == _VIEW_ATTEMPTS - 1 or (before == after and outcome == seen):
+                break
+            seen = outcome
+            self._reset_view()
+            time.sleep(_VIEW_RETRY_PAUSE * (attempt + 1))
+        if failure is not None:
+            raise failure
+
+    def _directory_fingerprint(self) -> tuple:
+        """What a writer changes at each step a reader could see half way:
+        ``STATE`` and the name and header of every segment file."""
+        def head(name: str, size: int) -> bytes:
+            try:
+                fd = os.open(os.path.join(self._path, name), os.O_RDONLY | os.O_NONBLOCK)
+            except OSError:
+                return b""
+            try:
+                return os.pread(fd, size, 0)
+            except OSError:
+                return b""
+            finally:
+                os.close(fd)
+
+        try:
+            names = sorted(os.listdir(self._path))
+        except OSError:
+            names = []
+        return (head(STATE_FILE, 256),) + tuple((n, head(n, 64)) for n in names if n.endswith(".seg"))
+
+    def _reset_view(self) -> None:
+        """Forget a read-only open's attempt, to make another."""
+        while self._segments:
+            seg = self._segments.pop()
+            self._core.drop_last_segment()
+            seg.close()
+        self._core = self._core_module.LogCore(self._max_payload, self._verify_reads)
+        self.damage = None
+        self._generation = 1
+        self._boundary = None
 
     def _load_state(self) -> None:
         body = read_small_file(self._path, STATE_FILE, RECORD_LOG_STATE)
@@ -303,9 +402,71 @@ class Log:
         self._dir_dirty = True
 
     def _bind_reads(self) -> None:
+        if self._read_only:
+            self._view_firsts = [seg.first_index for seg in self._segments]
+            self.entry = self._view_entry
+            self.get_entries = self._view_entries
+            return
         # Bound C methods: no Python frame between the caller and the core.
         self.entry = self._core.get
         self.get_entries = self._core.get_range
+
+    # A read-only view's index (offsets and terms) is a snapshot of the open;
+    # the mappings show the files as they are now.  Each read is verified (the
+    # record's checksum against its chain, its index), and its term must still
+    # be the one the snapshot holds: two Raft entries with the same index and
+    # term are the same entry, so a record that passes both is the entry the
+    # view promised, even if a writer rewrote it since.  Anything else is
+    # ViewChangedError, never other data.  The core verifies the record in
+    # the mapping and then copies it, and a writer may rewrite it in between,
+    # so the copy itself is checked again (_copied_whole).
+    def _view_entry(self, index: int) -> Any:
+        core = self._core
+        try:
+            e = core.get(index)
+        except CorruptionError as exc:
+            raise self._view_changed(index, exc) from exc
+        if e is not None and (e.term != core.term_at(index) or not self._copied_whole(e)):
+            raise self._view_changed(index, None)
+        return e
+
+    def _view_entries(self, start: int, end: int) -> List[Any]:
+        core = self._core
+        try:
+            found = core.get_range(start, end)
+        except CorruptionError as exc:
+            raise self._view_changed(None, exc) from exc
+        term_at = core.term_at
+        for e in found:
+            if e.term != term_at(e.index) or not self._copied_whole(e):
+                raise self._view_changed(e.index, None)
+        return found
+
+    def _copied_whole(self, e: Any) -> bool:
+        """Whether entry ``e``, as copied out of the mapping, is a whole record:
+        its checksum, computed over the copy, equals the crc in the file
+        (read after the copy).  A copy torn by a writer's store fails this."""
+        index = e.index
+        core = self._core
+        seg = self._segments[bisect.bisect_right(self._view_firsts, index) - 1]
+        mm = seg.mm
+        if index == seg.first_index:
+            seed = seg.header.prev_crc
+        else:
+            seed = _CRC_FIELD.unpack_from(mm, core.record_offset(index - 1))[0]
+        payload = bytes(e.payload)
+        crc = self._crc32c(_FRAME_FIELDS.pack(len(payload), index, e.term, int(e.kind)) + payload, seed)
+        return bool(crc == _CRC_FIELD.unpack_from(mm, core.record_offset(index))[0])
+
+    def _view_changed(self, index: Optional[int], cause: Optional[CorruptionError]) -> ViewChangedError:
+        what = f"entry {index}" if index is not None else "an entry of the range"
+        why = f" ({cause})" if cause is not None else " (it carries another term now)"
+        return ViewChangedError(
+            f"{what} no longer reads back as when this read-only view was opened{why}: a writer "
+            "removed or rewrote it since (or the file was damaged); open a new view",
+            cause.path if cause is not None else self._path,
+            cause.offset if cause is not None else None,
+        )
 
     # ------------------------------------------------------------ segments
     def _last_stored(self) -> int:
@@ -929,8 +1090,29 @@ class Log:
                 seg = self._segments[pos]
                 status, offset = self._core.verify_segment(pos)
             after = seg.first_index
+            if status != 0 and self._read_only and self._changed_by_writer(seg, offset):
+                continue
             if status != 0:
                 found.append(CorruptionError(_scan_message(status, "record fails verification"), seg.path, offset))
+
+    def _changed_by_writer(self, seg: Segment, offset: int) -> bool:
+        """Whether a record of a read-only view that fails verification now
+        was changed by a writer since the open, rather than damaged.
+
+        A writer only ever rewrites or zeroes bytes at or past a segment's
+        ``synced_end`` claim, and lowers the claim (on disk, synced) before it
+        cuts below it.  So a failure below the claim this view loaded, in a
+        segment whose header on disk is still the one the view loaded, is
+        damage; anything else is a live log moving on.
+        """
+        if offset >= seg.header.synced_end:
+            return True
+        try:
+            with open(open_regular(seg.path, os.O_RDONLY), "rb") as f:
+                raw = f.read(64)
+            return decode_segment_header(raw, self._crc32c, seg.path) != seg.header
+        except (OSError, CorruptionError):
+            return True  # deleted, or being rewritten: no longer this view's file
 
     def segments(self) -> List[Dict[str, Any]]:
         """A description of every attached segment (for tools and tests)."""

@@ -34,7 +34,7 @@ from . import _osio
 from ._core_api import SEG_DATA_START, SEG_HEADER_SIZE
 from ._impl import load_core
 from ._types import EntryKind
-from .errors import CorruptionError, FastlogError, LockedError
+from .errors import CorruptionError, FastlogError, LockedError, ViewChangedError
 from .log import LOCK_FILE, STATE_FILE, Log
 from .meta import HARD_STATE_FILE, FileMetaStore
 from .segment import SegmentHeader, decode_segment_header, encode_segment_header, parse_segment_name
@@ -227,7 +227,7 @@ def verify(path: str, *, implementation: Optional[str] = None) -> VerifyReport:
         report.notes.append("segments not checked: the log state (generation, purge boundary) is unreadable")
         return report
     files = _segment_files(path)
-    by_name = {name: SegmentReport(name, os.path.getsize(os.path.join(path, name))) for _, name in files}
+    by_name = {name: SegmentReport(name, _size(os.path.join(path, name))) for _, name in files}
     try:
         log = Log(path, read_only=True, stop_at_damage=True, implementation=implementation)
     except CorruptionError as exc:
@@ -250,6 +250,9 @@ def verify(path: str, *, implementation: Optional[str] = None) -> VerifyReport:
         generation = log.generation
         crc32c = load_core(implementation).crc32c
         for info in attached:
+            if os.path.basename(info["path"]) not in by_name:  # created by a live writer since the listing
+                files.append((info["first_index"], os.path.basename(info["path"])))
+                by_name[files[-1][1]] = SegmentReport(files[-1][1], info["size"])
             seg = by_name[os.path.basename(info["path"])]
             seg.first_index = info["first_index"]
             seg.last_index = info["last_index"]
@@ -270,14 +273,29 @@ def verify(path: str, *, implementation: Optional[str] = None) -> VerifyReport:
             seg = by_name[name]
             if name in attached_names or seg.status != "ok":
                 continue
-            _describe_unattached(os.path.join(path, name), seg, generation, crc32c, report)
+            try:
+                _describe_unattached(os.path.join(path, name), seg, generation, crc32c, report)
+            except FileNotFoundError:  # a live writer deleted it since the listing
+                seg.status = "deleted"
+                seg.detail = "deleted by the log's writer while it was being checked"
     report.segments = [by_name[n] for _, n in files]
     return report
 
 
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:  # a live writer deleted it since the listing
+        return 0
+
+
 def _nonzero_after(path: str, offset: int) -> Optional[int]:
     """Offset of the first non-zero byte at or after ``offset``, or None."""
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:  # a live writer deleted it since the open
+        return None
+    with f:
         f.seek(offset)
         pos = offset
         while True:
@@ -805,17 +823,25 @@ def _run_dump(args: argparse.Namespace) -> int:
             print("\t".join(DUMP_COLUMNS), file=out)
         kinds: Counter = Counter()
         printed = 0
-        for entry in iter_entries(log, args.start, args.end):
-            if args.json:
-                print(entry_json(entry, hex_payload=args.hex), file=out)
-            else:
-                print(format_entry(entry, hex_payload=args.hex, width=args.width), file=out)
-            kinds[_kind_name(entry.kind)] += 1
-            printed += 1
-            if args.limit and printed >= args.limit:
-                break
+        changed: Optional[ViewChangedError] = None
+        try:
+            for entry in iter_entries(log, args.start, args.end):
+                if args.json:
+                    print(entry_json(entry, hex_payload=args.hex), file=out)
+                else:
+                    print(format_entry(entry, hex_payload=args.hex, width=args.width), file=out)
+                kinds[_kind_name(entry.kind)] += 1
+                printed += 1
+                if args.limit and printed >= args.limit:
+                    break
+        except ViewChangedError as exc:
+            # A live writer removed or rewrote entries the dump had not reached:
+            # everything printed is what the log held when the dump began.
+            changed = exc
         out.flush()  # everything printed reaches the pipe before the notes on stderr
         notes = [] if args.limit and printed >= args.limit else range_notes(log, args.start, args.end)
+        if changed is not None:
+            notes = [f"the dump stops after {printed} entries: {changed}"]
         for note in notes:
             print(f"fastlog dump: note: {note}", file=sys.stderr)
         per_kind = ", ".join(f"{name} {n}" for name, n in sorted(kinds.items()))
