@@ -17,6 +17,7 @@ Tests, per engine:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import tempfile
 from pathlib import Path
@@ -43,7 +44,7 @@ def _engines(metafunc: Any) -> List[EngineUnderTest]:
 
 async def _open(engine: EngineUnderTest, path: str) -> Any:
     opened = engine.open(path)
-    if asyncio.iscoroutine(opened) or hasattr(opened, "__await__"):
+    if inspect.isawaitable(opened):
         opened = await opened
     return opened
 
