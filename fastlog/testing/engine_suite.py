@@ -99,6 +99,8 @@ def pytest_generate_tests(metafunc: Any) -> None:
             if persistent:
                 for case in POWER_CUT_CASES:
                     params.append(pytest.param(engine, case, "power-cut", id=f"{engine.label}-{case}-power-cut"))
+            else:  # one item that skips with test_persistence's reason (one summary line for both)
+                params.append(pytest.param(engine, None, "power-cut", id=f"{engine.label}-power-cut"))
         else:
             params.append(pytest.param(engine, None, None, id=engine.label))
     metafunc.parametrize("fastlog_engine, fastlog_case, fastlog_variant", params)
@@ -112,6 +114,13 @@ def _available(engine: EngineUnderTest) -> None:
         pytest.skip(message)
 
 
+def _skip_not_persistent(engine: EngineUnderTest) -> None:
+    pytest.skip(
+        f"{engine.label} keeps nothing across close and reopen: running the plain cases only "
+        "(the reopen and power-cut variants need a persistent engine; --fastlog-persistent=yes requires one)"
+    )
+
+
 def test_persistence(fastlog_engine: EngineUnderTest, fastlog_case: None, fastlog_variant: None) -> None:
     """The engine persists exactly when it says it does."""
     _available(fastlog_engine)
@@ -119,10 +128,7 @@ def test_persistence(fastlog_engine: EngineUnderTest, fastlog_case: None, fastlo
     declared = fastlog_engine.persistent
     if declared is None:
         if not found:
-            pytest.skip(
-                f"{fastlog_engine.label} keeps nothing across close and reopen: running the plain cases only "
-                "(the reopen and power-cut variants need a persistent engine; --fastlog-persistent=yes requires one)"
-            )
+            _skip_not_persistent(fastlog_engine)
         return
     if declared and not found:
         pytest.fail(
@@ -157,15 +163,15 @@ def test_case(fastlog_engine: EngineUnderTest, fastlog_case: str, fastlog_varian
     )
 
 
-def test_power_cut(fastlog_engine: EngineUnderTest, fastlog_case: str, fastlog_variant: str) -> None:
+def test_power_cut(fastlog_engine: EngineUnderTest, fastlog_case: Optional[str], fastlog_variant: str) -> None:
     """A durability case across a power cut on LazyFS (a no-op flush fails it)."""
     from .lazyfs import unavailable_reason
     from .power_cut import run_power_cut_case
     from .pytest_plugin import lazyfs_binary_or_skip
 
     _available(fastlog_engine)
-    if not probe_persistence(fastlog_engine):
-        pytest.skip(f"{fastlog_engine.label} is not persistent (see test_persistence)")
+    if fastlog_case is None or not probe_persistence(fastlog_engine):
+        _skip_not_persistent(fastlog_engine)
     if fastlog_engine.spec is None:
         pytest.skip(f"{fastlog_engine.label}: the power-cut variant needs a module:factory name")
     binary: Optional[Path] = lazyfs_binary_or_skip(unavailable_reason)

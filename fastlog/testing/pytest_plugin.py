@@ -78,6 +78,7 @@ def pytest_configure(config: Any) -> None:
 
         os.environ[BINARY_ENV] = os.path.abspath(binary)  # the power-cut child reads it too
     _state["config"] = config
+    engines_from_options(config)  # a factory that does not load is a usage error, before collection
     suite = str(SUITE_FILE)
     if suite not in config.args:
         config.args.append(suite)
