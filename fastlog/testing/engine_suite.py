@@ -99,7 +99,8 @@ def pytest_generate_tests(metafunc: Any) -> None:
             if persistent:
                 for case in POWER_CUT_CASES:
                     params.append(pytest.param(engine, case, "power-cut", id=f"{engine.label}-{case}-power-cut"))
-            else:  # one item that skips with test_persistence's reason (one summary line for both)
+            elif engine.persistent is None or not params:
+                # one item that skips with test_persistence's reason (one summary line for both)
                 params.append(pytest.param(engine, None, "power-cut", id=f"{engine.label}-power-cut"))
         else:
             params.append(pytest.param(engine, None, None, id=engine.label))
