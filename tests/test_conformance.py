@@ -15,7 +15,12 @@ import pytest
 
 from fastlog.engines import ENGINE_NAMES, get_engine
 from fastlog.testing import CASE_NAMES, ConformanceError, run_all_tests
-from fastlog.testing.engine_suite import pytest_generate_tests, test_case, test_persistence, test_power_cut
+from fastlog.testing.engine_suite import (
+    pytest_generate_tests,
+    test_case,
+    test_persistence,
+    test_power_cut,
+)
 from fastlog.testing.factory import EngineUnderTest
 
 __all__ = ["pytest_generate_tests", "test_case", "test_persistence", "test_power_cut"]

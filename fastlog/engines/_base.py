@@ -22,7 +22,7 @@ import asyncio
 import os
 import struct
 import threading
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, List, Optional, Sequence
 
 from .._types import MAX_INDEX, EntryKind, HardState, LogId, VotedFor
 from ..errors import ClosedError, CorruptionError, InvalidEntryError, PoisonedError

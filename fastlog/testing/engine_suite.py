@@ -25,7 +25,13 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
-from .conformance import CASE_NAMES, DURABLE_CASES, POWER_CUT_CASES, make_entries, run_case
+from .conformance import (
+    CASE_NAMES,
+    DURABLE_CASES,
+    POWER_CUT_CASES,
+    make_entries,
+    run_case,
+)
 from .factory import EngineUnderTest
 
 __all__ = ["pytest_generate_tests", "test_case", "test_model", "test_persistence", "test_power_cut"]
@@ -176,7 +182,7 @@ def test_power_cut(fastlog_engine: EngineUnderTest, fastlog_case: Optional[str],
     if fastlog_engine.spec is None:
         pytest.skip(f"{fastlog_engine.label}: the power-cut variant needs a module:factory name")
     binary: Optional[Path] = lazyfs_binary_or_skip(unavailable_reason)
-    assert binary is not None
+    assert binary is not None and fastlog_case is not None
     run_power_cut_case(fastlog_case, fastlog_engine.spec, fastlog_engine.open, binary)
 
 
