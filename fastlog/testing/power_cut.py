@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, List, Optional
 
 from .conformance import POWER_CUT_CASES, CaseContext, ConformanceError, OpenEngine
 from .factory import load_factory
@@ -32,6 +33,9 @@ __all__ = ["WRITTEN", "run_power_cut_case"]
 #: The line the child prints once the write half has returned.
 WRITTEN = "fastlog-power-cut: written"
 
+# The child's engine, kept open (and unclosed) until the child is killed.
+_kept: List[Any] = []
+
 
 async def _write(case: str, spec: str, path: str) -> None:
     write, _ = POWER_CUT_CASES[case]
@@ -40,7 +44,7 @@ async def _write(case: str, spec: str, path: str) -> None:
     await write(ctx)
     # The engine stays open: nothing may reach the disk after this but what
     # the write half made durable.
-    sys.modules[__name__].__dict__.setdefault("_kept", []).append(ctx.engine)
+    _kept.append(ctx.engine)
 
 
 def _child_main(argv: list[str]) -> int:
@@ -69,30 +73,27 @@ def run_power_cut_case(
         raise KeyError(f"no power-cut variant of case {case!r}; known: {', '.join(POWER_CUT_CASES)}")
     fs = LazyFS(lazyfs_binary)
     child: Optional[subprocess.Popen] = None
+    errors = None
     try:
         fs.start()
         path = str(fs.mount / "engine")
         search_path = json.dumps([p for p in sys.path if p and os.path.isdir(p)])
+        errors = open(fs.base / "child.err", "w+")  # a file: a chatty child never blocks on a pipe
         child = subprocess.Popen(
             [sys.executable, "-m", "fastlog.testing.power_cut", "write", case, spec, path, search_path],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=errors,
         )
         assert child.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = ""
-        os.set_blocking(child.stdout.fileno(), True)
-        while True:
-            line = child.stdout.readline()
-            if line.strip() == WRITTEN or not line or time.monotonic() > deadline:
-                break
-        if line.strip() != WRITTEN:
+        if not _wait_for_written(child, timeout):
             child.kill()
-            _, err = child.communicate(timeout=10)
-            tail = "\n".join(err.strip().splitlines()[-15:])
-            raise ConformanceError(f"{case}[power-cut]: the engine failed before the power cut:\n{tail}")
+            child.communicate(timeout=10)
+            errors.seek(0)
+            tail = "\n".join(errors.read().strip().splitlines()[-15:])
+            raise ConformanceError(
+                f"{case}[power-cut]: the engine failed (or took over {timeout:.0f} s) before the power cut:\n{tail}"
+            )
         fs.power_cut()
         child.kill()
         child.communicate(timeout=10)
@@ -117,7 +118,29 @@ def run_power_cut_case(
         if child is not None:
             child.kill()
             child.communicate(timeout=10)
+        if errors is not None:
+            errors.close()
         fs.remove()
+
+
+def _wait_for_written(child: "subprocess.Popen[bytes]", timeout: float) -> bool:
+    """Whether the child printed :data:`WRITTEN` before ``timeout`` (False when it exited or hung)."""
+    assert child.stdout is not None
+    fd = child.stdout.fileno()
+    want = WRITTEN.encode() + b"\n"
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while want not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if ready:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return False  # the child exited
+            seen = seen[-len(want):] + chunk
+    return True
 
 
 if __name__ == "__main__":
