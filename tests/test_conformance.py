@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 import pytest
 
 from fastlog.engines import ENGINE_NAMES, get_engine
-from fastlog.testing import CASE_NAMES, DURABLE_CASES, ConformanceError, run_all_tests, run_case
+from fastlog.testing import CASE_NAMES, ConformanceError, run_all_tests
+from fastlog.testing.engine_suite import (
+    pytest_generate_tests,
+    test_case,
+    test_persistence,
+    test_power_cut,
+)
+from fastlog.testing.factory import EngineUnderTest
+
+__all__ = ["pytest_generate_tests", "test_case", "test_persistence", "test_power_cut"]
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,25 +32,38 @@ pytestmark = pytest.mark.timeout(120)
 TEST_OPTIONS = {"fastlog": {"segment_size": 4 << 20}, "fastlog-python": {"segment_size": 4 << 20}}
 
 
-def _params():
-    params = []
-    for engine in ENGINE_NAMES:
-        spec = get_engine(engine)
-        variants = ["plain", "reopen"] if spec.persistent else ["plain"]
-        for case in CASE_NAMES:
-            for variant in variants:
-                params.append(pytest.param(engine, case, variant, False, id=f"{engine}-{case}-{variant}"))
-        if spec.supports_durable:
-            for case in DURABLE_CASES:
-                params.append(pytest.param(engine, case, "reopen", True, id=f"{engine}-{case}-durable"))
-    return params
-
-
 def _required(engine: str) -> bool:
     """Whether a missing engine fails the run instead of skipping (CI sets these)."""
     if os.environ.get("FASTLOG_REQUIRE_PEERS", "").strip() == "1":
         return True
     return engine == "fastlog" and os.environ.get("FASTLOG_REQUIRE_EXTENSION", "").strip() == "1"
+
+
+def _opener(name: str, durable: bool) -> Any:
+    def open_engine(path: str) -> Any:
+        return get_engine(name).open(path, durable=durable, **TEST_OPTIONS.get(name, {}))
+
+    open_engine.__name__ = f"open_{name.replace('-', '_')}{'_durable' if durable else ''}"
+    globals()[open_engine.__name__] = open_engine  # a module:factory name for the power-cut child
+    return open_engine
+
+
+def _bundled(name: str) -> EngineUnderTest:
+    spec = get_engine(name)
+    plain = _opener(name, False)
+    return EngineUnderTest(
+        label=name,
+        open=plain,
+        spec=f"{__name__}:{plain.__name__}",
+        persistent=spec.persistent,
+        open_durable=_opener(name, True) if spec.supports_durable else None,
+        unavailable=None if spec.available else spec.missing_reason,
+        required=_required(name),
+    )
+
+
+#: The bundled engines, run through the same suite the pytest plugin runs on a user's engine.
+FASTLOG_ENGINES = [_bundled(name) for name in ENGINE_NAMES]
 
 
 def _spec(engine: str):
@@ -51,20 +74,6 @@ def _spec(engine: str):
             pytest.fail(message)
         pytest.skip(message)
     return spec
-
-
-@pytest.mark.parametrize("engine, case, variant, durable", _params())
-def test_case(engine: str, case: str, variant: str, durable: bool, tmp_path) -> None:
-    spec = _spec(engine)
-    asyncio.run(
-        run_case(
-            case,
-            lambda path: spec.open(path, durable=durable, **TEST_OPTIONS.get(engine, {})),
-            tmp_path / "engine",
-            persistent=spec.persistent,
-            reopen=variant == "reopen",
-        )
-    )
 
 
 @pytest.mark.parametrize("engine", ENGINE_NAMES)

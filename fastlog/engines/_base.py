@@ -19,23 +19,27 @@ Encodings shared by the key-value adapters:
 from __future__ import annotations
 
 import asyncio
-import operator
 import os
 import struct
 import threading
-from collections.abc import Sequence as _SequenceABC
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, List, Optional, Sequence
 
-from .._types import MAX_INDEX, EntryKind, HardState, LogId, PyEntry, VotedFor
-from ..errors import (
-    ClosedError,
-    CorruptionError,
-    EntryTooLargeError,
-    EntryTypeError,
-    InvalidEntryError,
-    InvalidIndexError,
-    InvalidTermError,
-    PoisonedError,
+from .._types import MAX_INDEX, EntryKind, HardState, LogId, VotedFor
+from ..errors import ClosedError, CorruptionError, InvalidEntryError, PoisonedError
+
+# The public validators: every engine refuses the same input with the same
+# error (docs/engines.md lists the rules).
+from ..testing.validate import (
+    check_batch,
+    check_hard_state,
+    check_index,
+    check_log_id,
+    check_replace_start,
+    check_start,
+    check_term_follows,
+    check_truncate,
+    convert_entry,
+    entry_class,
 )
 
 __all__ = [
@@ -70,96 +74,6 @@ _BOUNDARY = struct.Struct("<QQ")
 _HARD_STATE = struct.Struct("<QBQQB")
 
 # ---------------------------------------------------------------------------
-# The Entry class handed out by every adapter
-# ---------------------------------------------------------------------------
-_entry_cls: Optional[Type[Any]] = None
-_entry_types: Tuple[type, ...] = (PyEntry,)
-
-
-def entry_class() -> Type[Any]:
-    """``fastlog.Entry``: the Entry class of the implementation this process uses."""
-    global _entry_cls, _entry_types
-    if _entry_cls is None:
-        import fastlog
-
-        cls = getattr(fastlog, "Entry", None) or PyEntry
-        _entry_cls = cls
-        _entry_types = (cls,) if cls is PyEntry else (cls, PyEntry)
-    return _entry_cls
-
-
-def convert_entry(entry: Any) -> Any:
-    """The same entry as a ``fastlog.Entry`` (no copy when it already is one)."""
-    cls = entry_class()
-    if type(entry) is cls:
-        return entry
-    return cls(entry.index, entry.term, entry.payload, entry.kind)
-
-
-# ---------------------------------------------------------------------------
-# Input checks (the same errors as fastlog's own engine)
-# ---------------------------------------------------------------------------
-
-
-def check_index(name: str, value: Any) -> int:
-    """An index argument: an int in 0..2**64-1 (EntryTypeError / InvalidIndexError otherwise)."""
-    if type(value) is not int:
-        if isinstance(value, bool):
-            raise EntryTypeError(f"{name} must be an int, not bool")
-        try:
-            value = operator.index(value)
-        except TypeError:
-            raise EntryTypeError(f"{name} must be an int, not {type(value).__name__}") from None
-    if value < 0 or value > MAX_INDEX:
-        raise InvalidIndexError(f"{name} must be in 0..2**64-1, got {value}")
-    return value
-
-
-def check_batch(entries: Any, max_payload: int, name: str = "entries") -> List[Any]:
-    """Validate a batch and return it as a list of ``fastlog.Entry``.
-
-    Items must be Entry objects with consecutive indexes starting at 1 or
-    above and terms that never decrease, each payload at most ``max_payload``
-    bytes.  Nothing is written by
-    the caller unless this returns.
-    """
-    if type(entries) is not list and type(entries) is not tuple:
-        if isinstance(entries, (str, bytes, bytearray, memoryview)) or not isinstance(entries, _SequenceABC):
-            raise EntryTypeError(f"{name} must be a sequence of Entry, not {type(entries).__name__}")
-        entries = list(entries)
-    if not entries:
-        return []
-    cls = entry_class()
-    accepted = _entry_types
-    convert = False
-    expected = -1
-    term = 0
-    for i, entry in enumerate(entries):
-        if type(entry) is not cls:
-            if not isinstance(entry, accepted):
-                raise EntryTypeError(f"{name}[{i}] is a {type(entry).__name__}, not an Entry")
-            convert = True
-        index = entry.index
-        if i and index != expected:
-            raise InvalidIndexError(
-                f"batch indexes are not consecutive: {name}[{i}].index is {index}, expected {expected}"
-            )
-        if i and entry.term < term:
-            raise InvalidTermError(f"batch terms decrease: {name}[{i}].term is {entry.term} after {term}")
-        term = entry.term
-        expected = index + 1
-        if len(entry.payload) > max_payload:
-            raise EntryTooLargeError(
-                f"entry {index}: payload of {len(entry.payload)} bytes exceeds the maximum of {max_payload}"
-            )
-    if entries[0].index == 0:
-        raise InvalidIndexError("index 0 is reserved; entries start at 1")
-    if convert:
-        return [convert_entry(e) for e in entries]
-    return entries if type(entries) is list else list(entries)
-
-
-# ---------------------------------------------------------------------------
 # Small encodings
 # ---------------------------------------------------------------------------
 
@@ -179,8 +93,7 @@ def decode_boundary(raw: Optional[bytes], where: str) -> Optional[LogId]:
 
 
 def encode_hard_state(state: Any) -> bytes:
-    if not isinstance(state, HardState):
-        raise EntryTypeError(f"expected a HardState, not {type(state).__name__}")
+    check_hard_state(state)
     vote = state.voted_for
     if vote is None:
         return _HARD_STATE.pack(state.current_term, 0, 0, 0, 0)
@@ -359,18 +272,10 @@ class BaseLogStore:
         """The batch must not start below the term of the entry before it."""
         if head.index < 2:
             return
-        before = self.term_at(head.index - 1)
-        if before is not None and head.term < before:
-            raise InvalidTermError(
-                f"entry {head.index} has term {head.term}, below the term {before} of the entry before it"
-            )
+        check_term_follows(head, self.term_at(head.index - 1))
 
     def _check_start(self, first: int, stored_last: int) -> None:
-        b = self._boundary
-        if b is not None and first <= b.index:
-            raise InvalidIndexError(f"index {first} is at or below the purge boundary {b.index}")
-        if stored_last and first > stored_last + 1:
-            raise InvalidIndexError(f"batch starts at {first} but the log ends at {stored_last}: a gap")
+        check_start(first, stored_last=stored_last, boundary=self._boundary)
 
     # -- writes -----------------------------------------------------------------
     async def persist_entries(self, entries: Sequence[Any]) -> None:
@@ -404,9 +309,7 @@ class BaseLogStore:
         from_index = check_index("from_index", from_index)
         self._check_writable()
         batch = check_batch(new_entries, self._max_payload, "new_entries")
-        b = self._boundary
-        if b is not None and from_index <= b.index:
-            raise InvalidIndexError(f"cannot truncate at {from_index}: at or below the purge boundary {b.index}")
+        check_truncate(from_index, self._boundary)
         first, last = self._first, self._last
         cut: Optional[int] = None
         if last and from_index <= last:
@@ -417,10 +320,7 @@ class BaseLogStore:
                 last = from_index - 1
         if batch:
             new_first = batch[0].index
-            if cut is not None and new_first > from_index:
-                raise InvalidIndexError(
-                    f"new entries start at {new_first}, above from_index {from_index}: that would leave a gap"
-                )
+            check_replace_start(from_index, new_first, cut is not None)
             self._check_term_follows(batch[0])
             self._check_start(new_first, last)
             if last and new_first <= last:
@@ -442,9 +342,7 @@ class BaseLogStore:
         """Remove every index >= ``from_index`` (InvalidIndexError at or below the purge boundary)."""
         from_index = check_index("from_index", from_index)
         self._check_writable()
-        b = self._boundary
-        if b is not None and from_index <= b.index:
-            raise InvalidIndexError(f"cannot truncate at {from_index}: at or below the purge boundary {b.index}")
+        check_truncate(from_index, self._boundary)
         if not self._last or from_index > self._last:
             return
         self._delete_from(from_index)
@@ -458,8 +356,7 @@ class BaseLogStore:
 
     async def purge(self, cutoff_index: LogId) -> None:
         """Remove every index <= ``cutoff_index.index`` and persist the boundary."""
-        if not isinstance(cutoff_index, LogId):
-            raise EntryTypeError(f"cutoff_index must be a LogId, not {type(cutoff_index).__name__}")
+        check_log_id("cutoff_index", cutoff_index)
         self._check_writable()
         b = self._boundary
         if b is not None and cutoff_index.index <= b.index:

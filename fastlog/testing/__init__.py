@@ -18,6 +18,11 @@ one directory, plain or with a restart at every checkpoint),
 ``ci`` or ``thorough``).  :class:`LogModel` is the specification the model
 test checks against.
 
+Under pytest, ``pytest --fastlog-engine=module:factory`` runs all of it, plus
+the power-cut variant on LazyFS (:mod:`fastlog.testing.pytest_plugin`,
+:mod:`fastlog.testing.power_cut`, :mod:`fastlog.testing.lazyfs`).  The input
+checks every engine must make are public in :mod:`fastlog.testing.validate`.
+
 :func:`digest` (XXH3-128 over index, term, kind and payload of each entry)
 proves that an engine stored exactly the right data.
 """
@@ -27,6 +32,7 @@ from .conformance import (
     CASE_NAMES,
     CASES,
     DURABLE_CASES,
+    POWER_CUT_CASES,
     CaseContext,
     CaseResult,
     ConformanceError,
@@ -49,6 +55,7 @@ __all__ = [
     "EntryDigest",
     "LogModel",
     "OpenEngine",
+    "POWER_CUT_CASES",
     "PROFILES",
     "digest",
     "digest_log_store",

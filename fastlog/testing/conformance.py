@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import traceback
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Type, Union
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 
 from .._types import MAX_INDEX, EntryKind, HardState, LogId, VotedFor
 from ..errors import EntryTooLargeError, EntryTypeError, InvalidIndexError, InvalidTermError
@@ -32,6 +32,7 @@ __all__ = [
     "CASES",
     "CASE_NAMES",
     "DURABLE_CASES",
+    "POWER_CUT_CASES",
     "CaseContext",
     "ConformanceError",
     "CaseResult",
@@ -327,21 +328,53 @@ async def case_reset_preserves_meta(ctx: CaseContext) -> None:
     check_eq(ctx.log.last_index(), 0, "last_index() after reset")
 
 
-async def case_flush_persists_all_data(ctx: CaseContext) -> None:
-    entries = make_entries(1, 5)
-    state = HardState(current_term=2, voted_for=VotedFor(voted_for_id=1, voted_for_term=2, committed=True))
-    await ctx.log.persist_entries(entries)
-    ctx.meta.save_hard_state(state)
+_FLUSHED_STATE = HardState(current_term=2, voted_for=VotedFor(voted_for_id=1, voted_for_term=2, committed=True))
+
+
+async def write_flushed_data(ctx: CaseContext) -> None:
+    """Writes, each followed by a flush (sync, async, and concurrent async ones)."""
+    await ctx.log.persist_entries(make_entries(1, 5))
+    ctx.meta.save_hard_state(_FLUSHED_STATE)
     ctx.log.flush()
     ctx.meta.flush()
-    more = make_entries(6, 30)
-    await ctx.log.persist_entries(more)
+    await ctx.log.persist_entries(make_entries(6, 30))
     await ctx.log.flush_async()
     await ctx.meta.flush_async()
     await asyncio.gather(*(ctx.log.flush_async() for _ in range(8)))
+
+
+async def verify_flushed_data(ctx: CaseContext) -> None:
+    check_entries(ctx.log.get_entries(1, 30), make_entries(1, 30), "entries after flush")
+    check_eq(ctx.meta.load_hard_state(), _FLUSHED_STATE, "hard state after flush")
+
+
+async def case_flush_persists_all_data(ctx: CaseContext) -> None:
+    await write_flushed_data(ctx)
     await ctx.checkpoint()
-    check_entries(ctx.log.get_entries(1, 30), entries + more, "entries after flush")
-    check_eq(ctx.meta.load_hard_state(), state, "hard state after flush")
+    await verify_flushed_data(ctx)
+
+
+_SAVED_STATE = HardState(current_term=42, voted_for=VotedFor(voted_for_id=7, voted_for_term=42, committed=False))
+
+
+async def write_saved_hard_state(ctx: CaseContext) -> None:
+    """``save_hard_state`` is durable before it returns: no flush follows it."""
+    ctx.meta.save_hard_state(HardState(current_term=41, voted_for=None))
+    ctx.meta.save_hard_state(_SAVED_STATE)
+
+
+async def verify_saved_hard_state(ctx: CaseContext) -> None:
+    check_eq(ctx.meta.load_hard_state(), _SAVED_STATE, "load_hard_state() after a save without flush")
+
+
+#: Cases that hold across a power cut, split at the cut: ``(write, verify)``.
+#: The power-cut variant (:mod:`fastlog.testing.powercut`) runs ``write`` in a
+#: child process on LazyFS, drops every byte not fsynced, kills the child, and
+#: runs ``verify`` on the engine reopened over what is left.
+POWER_CUT_CASES: Dict[str, Tuple[Callable[[CaseContext], Awaitable[None]], Callable[[CaseContext], Awaitable[None]]]] = {
+    "flush_persists_all_data": (write_flushed_data, verify_flushed_data),
+    "save_hard_state_is_durable": (write_saved_hard_state, verify_saved_hard_state),
+}
 
 
 # ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ for extra in (HERE, HERE.parent / "crash"):  # crashsim: the model shared with t
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from lazyfs_mount import LazyFS, ensure_built, unavailable_reason
+from fastlog.testing.lazyfs import LazyFS, ensure_built, unavailable_reason
 from powercut import kill_leftover_children
 
 _skip_reason: list[str | None] = []

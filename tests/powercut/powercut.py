@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from crashsim import LogModel, LogState, Recovered, payload_for, read_log
-from lazyfs_mount import LazyFS
+from fastlog.testing.lazyfs import LazyFS
 from powercut_writers import WRITERS, apply_broken_build
 
 # Small segments: LazyFS has no fallocate, so preallocating goes through the C

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 from core_modules import CORE_NAMES, import_core
 from crashsim import env_int, report
-from lazyfs_mount import LazyFS
+from fastlog.testing.lazyfs import LazyFS
 from powercut import CutCounts, Workload, repair_rounds, run_for, torn_rounds
 from powercut_writers import BROKEN_FDATASYNC_ENV
 

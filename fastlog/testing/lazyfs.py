@@ -3,8 +3,9 @@
 LazyFS is a FUSE file system with its own page cache: writes stay in that
 cache until the file is fsynced, and ``lazyfs::clear-cache`` drops every byte
 that was not, which is what a power cut does to a disk.  It is a test tool,
-built from ``../shared/lazyfs`` into ``build/lazyfs`` (``make lazyfs``); nothing
-of it lives in this repository.
+not part of fastlog: a source checkout builds it from ``../shared/lazyfs`` into
+``build/lazyfs`` (``make lazyfs``); elsewhere name the binary with the
+``FASTLOG_LAZYFS`` environment variable (or the plugin's ``--fastlog-lazyfs``).
 
 One :class:`LazyFS` owns a private directory (unique per process and mount)
 holding the backing directory, the mount point, the two FIFOs LazyFS talks
@@ -29,7 +30,17 @@ from typing import Union
 REPO = Path(__file__).resolve().parents[2]
 # Where CI keeps LazyFS beside its fresh clone, and where `make lazyfs` builds it.
 SHARED_LAZYFS = REPO.parent / "shared" / "lazyfs"
-LAZYFS_BINARY = REPO / "build" / "lazyfs" / "lazyfs"
+BUILT_BINARY = REPO / "build" / "lazyfs" / "lazyfs"
+#: Environment variable naming a LazyFS binary; it wins over the built one.
+BINARY_ENV = "FASTLOG_LAZYFS"
+
+
+def _binary_path() -> Path:
+    named = os.environ.get(BINARY_ENV, "").strip()
+    return Path(named) if named else BUILT_BINARY
+
+
+LAZYFS_BINARY = _binary_path()
 
 # LazyFS preallocates its whole cache at start: 64 MiB starts in a fraction of
 # a second (the 1 GiB of its example takes seconds and as much memory).  The
@@ -45,31 +56,40 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 def unavailable_reason() -> str | None:
     """Why the power-cut suite cannot run here, or None when it can (LazyFS may still need building)."""
+    binary = _binary_path()
     if os.geteuid() != 0:
         return "not running as root"
     if not os.path.exists("/dev/fuse"):
         return "/dev/fuse is missing"
     if shutil.which("fusermount3") is None:
         return "fusermount3 is missing (Debian package fuse3)"
-    if not LAZYFS_BINARY.exists() and not (SHARED_LAZYFS / "build.sh").exists():
-        return f"LazyFS is neither built ({LAZYFS_BINARY}) nor available to build ({SHARED_LAZYFS})"
+    if os.environ.get(BINARY_ENV, "").strip():
+        if not os.access(binary, os.X_OK):
+            return f"{BINARY_ENV}={binary} is not an executable file"
+        return None
+    if not binary.exists() and not (SHARED_LAZYFS / "build.sh").exists():
+        return (
+            f"LazyFS is neither built ({binary}) nor available to build ({SHARED_LAZYFS}); "
+            f"set {BINARY_ENV}=/path/to/lazyfs"
+        )
     return None
 
 
 def ensure_built() -> Path:
     """The LazyFS binary, building it first when needed (idempotent, about 25 s)."""
-    if LAZYFS_BINARY.exists():
-        return LAZYFS_BINARY
+    binary = _binary_path()
+    if binary.exists() or os.environ.get(BINARY_ENV, "").strip():
+        return binary
     result = subprocess.run(
-        ["bash", str(SHARED_LAZYFS / "build.sh"), str(LAZYFS_BINARY.parent)],
+        ["bash", str(SHARED_LAZYFS / "build.sh"), str(BUILT_BINARY.parent)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    if result.returncode != 0 or not LAZYFS_BINARY.exists():
+    if result.returncode != 0 or not BUILT_BINARY.exists():
         tail = " | ".join(result.stdout.strip().splitlines()[-3:])
         raise RuntimeError(f"building LazyFS failed: {tail}")
-    return LAZYFS_BINARY
+    return BUILT_BINARY
 
 
 def is_mounted(path: str | Path) -> bool:
