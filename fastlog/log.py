@@ -22,7 +22,7 @@ import threading
 import time
 import weakref
 from types import ModuleType
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from . import _osio, fsinfo
 from ._core_api import REC_HEADER_SIZE, SEG_DATA_START
@@ -46,6 +46,9 @@ from .recovery import scan_message as _scan_message
 from .regular_file import open_regular
 from .segment import MAX_SEGMENT_SIZE, Segment, SegmentHeader, encode_segment_header, segment_name
 from .smallfile import RECORD_LOG_STATE, read_small_file, write_small_file
+
+if TYPE_CHECKING:
+    import numpy
 
 #: Header of a frame batch (docs/format.md, "Frame batches"): magic, version,
 #: chain seed of the first frame, reserved (0).
