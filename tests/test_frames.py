@@ -359,3 +359,52 @@ def test_fuzz_append_frames(tmp_path_factory, core_module, data, n, sizes):
                 assert b.verify() == []
             else:
                 assert got == before
+
+
+# Replication against a model: a leader's log goes through appends, suffix
+# replacements and purges; after each step a follower is brought up to date
+# with frames only (from where the two first differ, found with terms()), and
+# must then hold what the model says the leader holds.
+@settings(max_examples=40)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["append", "replace", "ship"]), st.integers(1, 30), st.integers(0, 3), st.integers(0, 300)),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_model_replication(tmp_path_factory, core_module, steps):
+    impl = core_module.IMPLEMENTATION
+    root = tmp_path_factory.mktemp("rep")
+    leader = make(str(root / "l"), impl, segment_size=16 * 1024)
+    follower = make(str(root / "f"), impl, segment_size=16 * 1024)
+    model: List[Tuple[int, int, bytes]] = []  # (index, term, payload) of the leader
+    term = 1
+    with leader, follower:
+        E = leader.Entry
+        for what, count, bump, size in steps:
+            if what == "append" or not model:
+                term += bump
+                start = len(model) + 1
+                new = [(i, term, bytes([i % 251]) * ((size + i) % 300)) for i in range(start, start + count)]
+            elif what == "replace":
+                term += bump + 1
+                start = max(1, len(model) - count + 1)
+                new = [(i, term, bytes([(i * 3) % 251]) * size) for i in range(start, start + count)]
+            else:
+                new = []
+            if new:
+                leader.append([E(index=i, term=t, payload=p) for i, t, p in new])
+                model = model[: new[0][0] - 1] + new
+            # Bring the follower up to date: the first index where the terms differ.
+            mine = follower.terms(1, follower.last_index())
+            theirs = leader.terms(1, len(model))
+            common = min(len(mine), len(theirs))
+            diff = np.flatnonzero(mine[:common] != theirs[:common])
+            start = int(diff[0]) + 1 if len(diff) else common + 1
+            if start <= len(model):
+                follower.append_frames(leader.read_frames(start, len(model)))
+            if follower.last_index() > len(model):
+                follower.truncate(len(model) + 1)
+            assert [(i, t, p) for i, t, _k, p in content(follower)] == model
+        assert follower.verify() == []
