@@ -408,3 +408,18 @@ def test_model_replication(tmp_path_factory, core_module, steps):
                 follower.truncate(len(model) + 1)
             assert [(i, t, p) for i, t, _k, p in content(follower)] == model
         assert follower.verify() == []
+
+
+@pytest.mark.parametrize("mapped", [True, False])
+def test_both_store_modes(tmp_path, impl, mapped):
+    """Frames reach a pwrite-only log (read-only mappings) as they reach a mapped one."""
+    a = make(str(tmp_path / "a"), impl)
+    b = make(str(tmp_path / "b"), impl, mapped_stores=mapped)
+    with a, b:
+        a.append(batch(a, 1, 1200, size=120))
+        b.append_frames(a.read_frames(1, 600))
+        b.flush()
+        b.append_frames(a.read_frames(400, 1200))
+        assert content(b) == content(a)
+    with make(str(tmp_path / "b"), impl) as b:
+        assert b.last_index() == 1200 and b.verify() == []
