@@ -162,6 +162,18 @@ class LogCore(Protocol):
         Returns ``(status, offset)``: FL_OK and the end offset, or the error and
         the offset of the first bad record."""
 
+    def read_frames(self, start: int, end: int) -> Tuple[int, bytes]:
+        """(chain seed of the first record, the records start..end, clamped, as stored)."""
+
+    def check_frames(self, frames: Any, seed: int) -> Tuple[int, int, int, int]:
+        """Check frames chained from ``seed``: (first index, count, first term, last term)."""
+
+    def append_frames(self, frames: Any, start: int = 0) -> int:
+        """Write checked frames from byte ``start`` on, re-chained; the byte position reached."""
+
+    def index_columns(self, start: int, end: int) -> Tuple[bytes, bytes, bytes]:
+        """Copies of the index of start..end: terms, segment first indexes, offsets (uint64)."""
+
 
 class CoreModule(Protocol):
     Entry: type

@@ -839,3 +839,164 @@ class LogCore:
                 return (status, off)
             crc, index = stored, index + 1
         return (FL_OK, seg.end)
+
+    # -- frames: records shipped as stored bytes (docs/format.md, "Frame batches") --
+
+    @_serialised
+    def read_frames(self, start: int, end: int) -> Tuple[int, bytes]:
+        """(chain seed of the first record, the stored frames of start..end, clamped)."""
+        start = max(_check_u64("start", start), self._floor)
+        end = _check_u64("end", end)
+        parts: List[Any] = []
+        seed = 0
+        if start > end or not self._segs:
+            return (seed, b"")
+        i = max(bisect_right(self._firsts, start) - 1, 0)
+        for seg in self._segs[i:]:
+            if seg.first_index > end:
+                break
+            lo = max(start - seg.first_index, 0)
+            hi = min(end - seg.first_index + 1, seg.count)
+            if lo >= hi:
+                continue
+            if not parts:
+                seed = seg.seed_of(lo)
+            stop = int(seg.offsets[hi]) if hi < seg.count else seg.end
+            parts.append(seg.mv[int(seg.offsets[lo]) : stop])
+        return (seed, b"".join(parts))
+
+    def check_frames(self, frames: Any, seed: int) -> Tuple[int, int, int, int]:
+        """Check a run of frames chained from ``seed``: (first index, count, first term, last term).
+
+        Every frame must decode with its CRC, kind, reserved bytes, length (at
+        most max_payload) and the index after the previous frame's; terms must
+        not decrease; the run must end exactly at the end of the buffer.
+        """
+        seed = _check_u32("seed", seed)
+        src = _byte_view(frames, "frames")
+        with src:
+            return _check_frames(src, seed, self._max_payload)
+
+    @_serialised
+    def append_frames(self, frames: Any, start: int = 0) -> int:
+        """Write the checked frames from byte ``start`` on after the last record.
+
+        The frames must have passed :meth:`check_frames`; each is copied as it
+        is with its CRC recomputed on this log's chain.  Returns the byte
+        position after the last frame written (``start`` when none fits).
+        """
+        src = _byte_view(frames, "frames")
+        with src:
+            size = len(src)
+            start = _as_int("start", start)
+            if start < 0 or start >= size:
+                raise InvalidIndexError(f"start {start} outside the frames ({size} bytes)")
+            if not self._segs:
+                raise FastlogError("no segment attached")
+            seg = self._segs[-1]
+            if seg.mv.readonly and seg.fd < 0:
+                raise FastlogError("the last segment's buffer is read-only")
+            if size - start < REC_HEADER_SIZE:
+                raise InvalidEntryError(f"no whole frame at byte {start}: frames must pass check_frames")
+            length, index = struct.unpack_from("<IQ", src, start + 4)
+            expected = seg.first_index + seg.count
+            if index != expected:
+                raise InvalidIndexError(f"entry {index} does not follow the last index {expected - 1}")
+            # How many whole frames fit, and their terms and positions.
+            room = seg.size - seg.end
+            pos = start
+            offsets: List[int] = []
+            terms: List[int] = []
+            while pos < size:
+                if size - pos < REC_HEADER_SIZE:
+                    raise InvalidEntryError(f"no whole frame at byte {pos}: frames must pass check_frames")
+                length, _index, term = struct.unpack_from("<IQQ", src, pos + 4)
+                fs = REC_HEADER_SIZE + ((length + 7) & ~7)
+                if fs > size - pos:
+                    raise InvalidEntryError(f"no whole frame at byte {pos}: frames must pass check_frames")
+                if pos + fs - start > room:
+                    break
+                offsets.append(seg.end + pos - start)
+                terms.append(term)
+                pos += fs
+            if pos == start:
+                return start
+            out = bytearray(src[start:pos])
+            crc = seg.last_crc
+            for off in offsets:
+                o = off - seg.end
+                length = _CRC_FIELD.unpack_from(out, o + 4)[0]
+                crc = _crc(memoryview(out)[o + 4 : o + REC_HEADER_SIZE + length], crc)
+                _CRC_FIELD.pack_into(out, o, crc)
+            if seg.fd >= 0:
+                _osio.pwrite_all(seg.fd, out, seg.end)
+            else:
+                seg.mv[seg.end : seg.end + len(out)] = out
+            seg.add(offsets, terms)
+            seg.end += len(out)
+            seg.last_crc = crc
+            return pos
+
+    @_serialised
+    def index_columns(self, start: int, end: int) -> Tuple[bytes, bytes, bytes]:
+        """Copies of start..end (clamped) of the index: (terms, segment first indexes, byte offsets), uint64 each."""
+        start = max(_check_u64("start", start), self._floor)
+        end = _check_u64("end", end)
+        terms: List[np.ndarray] = []
+        segs: List[np.ndarray] = []
+        offs: List[np.ndarray] = []
+        if start <= end and self._segs:
+            i = max(bisect_right(self._firsts, start) - 1, 0)
+            for seg in self._segs[i:]:
+                if seg.first_index > end:
+                    break
+                lo = max(start - seg.first_index, 0)
+                hi = min(end - seg.first_index + 1, seg.count)
+                if lo >= hi:
+                    continue
+                terms.append(seg.terms[lo:hi])
+                offs.append(seg.offsets[lo:hi])
+                segs.append(np.full(hi - lo, seg.first_index, dtype=np.uint64))
+        if not terms:
+            return (b"", b"", b"")
+        return (np.concatenate(terms).tobytes(), np.concatenate(segs).tobytes(), np.concatenate(offs).tobytes())
+
+
+def _check_frames(src: memoryview, seed: int, max_payload: int) -> Tuple[int, int, int, int]:
+    """The checks of ``fl_check_frames`` (fastlog_ext/frames.c), in its order."""
+    size = len(src)
+    if size == 0:
+        raise InvalidEntryError("no frames")
+    pos = count = 0
+    first = expect = first_term = term = 0
+    crc = seed
+    while pos < size:
+        if size - pos < REC_HEADER_SIZE:
+            raise InvalidEntryError(f"frame {count} at byte {pos} is truncated")
+        stored, length, index, t, kind = _HEADER.unpack_from(src, pos)
+        if kind > _KIND_MAX:
+            raise InvalidEntryError(f"frame {count} at byte {pos}: reserved bytes set or unknown kind")
+        if length > max_payload:
+            raise EntryTooLargeError(f"frame {count}: payload of {length} bytes exceeds the maximum of {max_payload}")
+        fs = REC_HEADER_SIZE + ((length + 7) & ~7)
+        if fs > size - pos:
+            raise InvalidEntryError(f"frame {count} at byte {pos} is truncated")
+        if count == 0:
+            if index == 0:
+                raise InvalidIndexError("index 0 is reserved; entries start at 1")
+            first = expect = index
+            first_term = t
+        elif index != expect or expect == 0:
+            raise InvalidIndexError(f"frame {count} has index {index}, expected {expect}")
+        elif t < term:
+            raise InvalidTermError(f"frame terms decrease: frame {count} (index {index}) has term {t} after {term}")
+        if _crc(src[pos + 4 : pos + REC_HEADER_SIZE + length], crc) != stored:
+            raise InvalidEntryError(f"frame {count} (index {index}) fails its checksum on the declared chain")
+        if any(src[pos + REC_HEADER_SIZE + length : pos + fs]):
+            raise InvalidEntryError(f"frame {count} (index {index}) has non-zero padding")
+        crc = stored
+        term = t
+        expect = (index + 1) & MAX_INDEX if index != MAX_INDEX else 0
+        count += 1
+        pos += fs
+    return (first, count, first_term, term)

@@ -444,6 +444,23 @@ class FileLogStore:
         # (which is <= from_index) in a single crash-safe step.
         log.append(new_entries)
 
+    async def append_frames(self, batch: Any) -> None:
+        """Append a frame batch from :meth:`read_frames` (see Log.append_frames).
+
+        Checked and written on the worker thread with appends held back, as a
+        suffix replacement is: a batch may replace a suffix, and checking its
+        CRCs is work best kept off the event loop.
+        """
+        self._check_writable()
+        await self._run_structural(self._log.append_frames, batch)
+        await self._after_write()
+
+    async def read_frames(self, start: int, end: int) -> bytes:
+        """The records ``start..end`` (clamped) as a frame batch (see Log.read_frames)."""
+        if self._closed:
+            raise ClosedError("the log store is closed")
+        return self._log.read_frames(start, end)
+
     async def truncate(self, from_index: int) -> None:
         """Remove every index >= ``from_index`` (InvalidIndexError at or below the purge boundary)."""
         self._check_writable()

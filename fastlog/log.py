@@ -60,6 +60,13 @@ from .smallfile import RECORD_LOG_STATE, read_small_file, write_small_file
 
 if TYPE_CHECKING:
     from ._types import Entry
+    import numpy
+
+#: Header of a frame batch (docs/format.md, "Frame batches"): magic, version,
+#: chain seed of the first frame, reserved (0).
+FRAME_BATCH_HEADER = struct.Struct("<4sIII")
+FRAME_BATCH_MAGIC = b"FLFR"
+FRAME_BATCH_VERSION = 1
 
 __all__ = ["Log", "DEFAULT_SEGMENT_SIZE", "DEFAULT_MAX_ENTRY_SIZE"]
 
@@ -1344,6 +1351,124 @@ def _slice_bound(name: str, value: object, default: int) -> int:
     if value < 0:
         raise InvalidIndexError(f"slice {name} must not be negative (keys are Raft indexes), got {value}")
     return min(int(value), MAX_INDEX + 1)
+
+
+    # ------------------------------------------------------------ frames
+    def read_frames(self, start: int, end: int) -> bytes:
+        """The records ``start..end`` (clamped to what exists) as stored, in one buffer.
+
+        The buffer is a frame batch (docs/format.md, "Frame batches"): a
+        16-byte header carrying the chain seed of the first frame, then the
+        frames byte for byte.  :meth:`append_frames` of any log takes it.
+        """
+        start = _check_index("start", start)
+        end = _check_index("end", end)
+        if self._closed:
+            raise self._unusable()
+        seed, frames = self._core.read_frames(start, end)
+        return FRAME_BATCH_HEADER.pack(FRAME_BATCH_MAGIC, FRAME_BATCH_VERSION, seed, 0) + frames
+
+    def append_frames(self, batch: Any) -> None:
+        """Append a frame batch made by :meth:`read_frames` (of this or another log).
+
+        Every frame is checked on the chain the batch declares (CRC, kind,
+        reserved bytes, length, consecutive indexes, terms that never
+        decrease, none below the term of the entry before the first) before
+        anything is written; then each is written as it is, its CRC recomputed
+        on this log's chain.  As with :meth:`append`, a first index at or below
+        ``last_index()`` replaces the suffix from there, and a bad batch raises
+        and changes nothing.  An empty batch (no frames) does nothing.
+        """
+        try:
+            view = memoryview(batch).cast("B")
+        except TypeError:
+            raise EntryTypeError(f"a frame batch must be a bytes-like object, not {type(batch).__name__}") from None
+        with view:
+            if len(view) < FRAME_BATCH_HEADER.size:
+                raise InvalidEntryError(f"a frame batch is at least {FRAME_BATCH_HEADER.size} bytes, got {len(view)}")
+            magic, version, seed, reserved = FRAME_BATCH_HEADER.unpack_from(view, 0)
+            if magic != FRAME_BATCH_MAGIC or version != FRAME_BATCH_VERSION or reserved:
+                raise InvalidEntryError("not a frame batch of format version 1 (bad magic, version or reserved field)")
+            frames = view[FRAME_BATCH_HEADER.size :]
+            if not len(frames):
+                self._check_writable()
+                return
+            with self._wlock:
+                self._check_writable()
+                core = self._core
+                first, count, first_term, _last_term = core.check_frames(frames, seed)
+                if first > 1:
+                    prev = self.term_at(first - 1)
+                    if prev is not None and first_term < prev:
+                        raise InvalidTermError(
+                            f"entry {first} has term {first_term}, below the term {prev} of the entry before it"
+                        )
+                try:
+                    self._append_frames_locked(frames, first)
+                except OSError as exc:
+                    raise _storage_full(exc, "append", self._path)
+        if self._sync_always:
+            self.flush()
+
+    def _append_frames_locked(self, frames: memoryview, first: int) -> None:
+        # The frame counterpart of _append_locked: room first, then the last
+        # segment, then new segments; a failure takes the written part back.
+        self._make_room_for(first)
+        core = self._core
+        n = len(frames)
+        pos = 0
+        if self._segments:
+            pos = core.append_frames(frames, 0)
+            self._segments[-1].write_end = core.segment_info(-1)[2]
+        if pos < n:
+            if pos:
+                self._segments[-1].dirty = True
+            try:
+                while pos < n:
+                    self._roll_over(first if not self._segments else None)
+                    new_pos = core.append_frames(frames, pos)
+                    self._segments[-1].write_end = core.segment_info(-1)[2]
+                    if new_pos == pos:
+                        raise EntryTooLargeError(f"the frame at byte {pos} does not fit in an empty segment")
+                    pos = new_pos
+            except OSError:
+                if pos:
+                    self._truncate_locked(first)
+                raise
+        self._segments[-1].dirty = True
+
+    def terms(self, start: int, end: int) -> "numpy.ndarray":
+        """Terms of the entries ``start..end`` (clamped), a uint64 array (a copy).
+
+        ``terms(a, b)[i]`` is the term of entry ``a' + i`` where ``a'`` is
+        ``max(a, first_index())``; compare it with a leader's terms to find the
+        first index where two logs differ.
+        """
+        import numpy
+
+        return numpy.frombuffer(bytearray(self._index_columns(start, end)[0]), dtype=numpy.uint64)
+
+    def offsets(self, start: int, end: int) -> "numpy.ndarray":
+        """Where the entries ``start..end`` (clamped) are stored: an (n, 2) uint64 array (a copy).
+
+        Row ``i`` is (first index of the segment holding the entry, which is
+        also its file name, ``segment_name(row[0])``; byte offset of the
+        record's frame in that file).  Offsets restart in each segment.
+        """
+        import numpy
+
+        _terms, segs, offs = self._index_columns(start, end)
+        out = numpy.empty((len(segs) // 8, 2), dtype=numpy.uint64)
+        out[:, 0] = numpy.frombuffer(segs, dtype=numpy.uint64)
+        out[:, 1] = numpy.frombuffer(offs, dtype=numpy.uint64)
+        return out
+
+    def _index_columns(self, start: int, end: int) -> Any:
+        start = _check_index("start", start)
+        end = _check_index("end", end)
+        if self._closed:
+            raise self._unusable()
+        return self._core.index_columns(start, end)
 
 
 def _is_full(exc: BaseException) -> bool:

@@ -127,4 +127,5 @@ cdef class LogCore:
                             BatchItem *out, Py_ssize_t *gathered, uint64_t *first,
                             size_t *total) except -1
     cdef bint _clamp(self, uint64_t *a, uint64_t *b) noexcept
+    cdef size_t _frames_span(self, Py_ssize_t p, uint64_t a, uint64_t b, uint8_t *dst) noexcept
     cdef int _check_span(self, Segment *s, object start, object end) except -1

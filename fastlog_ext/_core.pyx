@@ -1336,3 +1336,287 @@ cdef class LogCore:
         if rc != FL_OK:
             return (rc, off)
         return (FL_OK, s.end)
+
+    # -- frames: records shipped as stored bytes (docs/format.md, "Frame batches") --
+
+    def read_frames(self, start, end):
+        """(chain seed of the first record, the stored frames of start..end, clamped) as bytes."""
+        cdef uint64_t a0, b0, a, b
+        cdef Py_ssize_t p0
+        cdef size_t total
+        cdef uint32_t seed
+        cdef Segment *s
+        cdef size_t k
+        _to_u64(start, "start", &a0)
+        _to_u64(end, "end", &b0)
+        while True:
+            a = a0
+            b = b0
+            if not self._clamp(&a, &b):
+                return (0, b"")
+            p0 = self._find(a)
+            if p0 < 0:
+                raise CorruptionError(f"segment table has no entry {a}")
+            total = self._frames_span(p0, a, b, NULL)
+            out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>total)
+            # Allocating may run a garbage collection, hence Python code that
+            # lets another thread change the log: measure again before copying.
+            a = a0
+            b = b0
+            if not self._clamp(&a, &b):
+                return (0, b"")
+            p0 = self._find(a)
+            if p0 >= 0 and self._frames_span(p0, a, b, NULL) == total:
+                break
+        s = self.segs[p0]
+        k = <size_t>(a - s.first)
+        seed = s.seed if k == 0 else _read_u32(s.base + s.offsets[k - 1])
+        self._frames_span(p0, a, b, <uint8_t *>PyBytes_AS_STRING(out))
+        return (seed, out)
+
+    cdef size_t _frames_span(self, Py_ssize_t p, uint64_t a, uint64_t b, uint8_t *dst) noexcept:
+        """Bytes of the records a..b from segment ``p`` on; copies them to ``dst`` unless NULL."""
+        cdef size_t total = 0, lo, stop
+        cdef uint64_t idx = a
+        cdef Segment *s
+        while idx <= b and p < self.nsegs:
+            s = self.segs[p]
+            if idx - s.first >= s.count:  # an empty segment
+                p += 1
+                continue
+            lo = <size_t>s.offsets[idx - s.first]
+            if b - s.first + 1 < s.count:
+                stop = <size_t>s.offsets[b - s.first + 1]
+            else:
+                stop = s.end
+            if dst != NULL:
+                memcpy(dst + total, s.base + lo, stop - lo)
+            total += stop - lo
+            idx = s.first + s.count
+            p += 1
+        return total
+
+    def check_frames(self, frames, seed):
+        """Check a run of frames chained from ``seed``: (first index, count, first term, last term).
+
+        The checks and their order are those of the pure-Python core."""
+        cdef Py_buffer view
+        cdef uint32_t sd, c
+        cdef const uint8_t *buf
+        cdef size_t size, pos = 0, count = 0, fs, length, pad
+        cdef uint64_t index = 0, term = 0, t = 0, kindword, first = 0, expect = 0, first_term = 0
+        cdef int problem = 0
+        cdef size_t max_payload = self._max_payload
+        _to_u32(seed, "seed", &sd)
+        _get_buffer(frames, &view, "frames")
+        try:
+            buf = <const uint8_t *>view.buf
+            size = <size_t>view.len
+            if size == 0:
+                raise InvalidEntryError("no frames")
+            c = sd
+            with nogil:
+                while pos < size:
+                    if size - pos < FL_REC_HEADER_SIZE:
+                        problem = 1
+                        break
+                    length = _read_u32(buf + pos + 4)
+                    memcpy(&index, buf + pos + 8, 8)
+                    memcpy(&t, buf + pos + 16, 8)
+                    memcpy(&kindword, buf + pos + 24, 8)
+                    if kindword > FL_KIND_MAX:
+                        problem = 2
+                        break
+                    if length > max_payload:
+                        problem = 3
+                        break
+                    fs = fl_frame_size(<uint32_t>length)
+                    if fs > size - pos:
+                        problem = 1
+                        break
+                    if count == 0:
+                        if index == 0:
+                            problem = 4
+                            break
+                        first = index
+                        first_term = t
+                    elif index != expect or expect == 0:
+                        problem = 5
+                        break
+                    elif t < term:
+                        problem = 6
+                        break
+                    if fl_crc32c(c, buf + pos + 4, FL_REC_HEADER_SIZE - 4 + length) != _read_u32(buf + pos):
+                        problem = 7
+                        break
+                    pad = FL_REC_HEADER_SIZE + length
+                    if not fl_all_zero(buf + pos, pad, fs):
+                        problem = 8
+                        break
+                    c = _read_u32(buf + pos)
+                    term = t
+                    expect = index + 1
+                    count += 1
+                    pos += fs
+        finally:
+            PyBuffer_Release(&view)
+        if problem == 1:
+            raise InvalidEntryError(f"frame {count} at byte {pos} is truncated")
+        if problem == 2:
+            raise InvalidEntryError(f"frame {count} at byte {pos}: reserved bytes set or unknown kind")
+        if problem == 3:
+            raise EntryTooLargeError(
+                f"frame {count}: payload of {length} bytes exceeds the maximum of {self._max_payload}")
+        if problem == 4:
+            raise InvalidIndexError("index 0 is reserved; entries start at 1")
+        if problem == 5:
+            raise InvalidIndexError(f"frame {count} has index {index}, expected {expect}")
+        if problem == 6:
+            raise InvalidTermError(
+                f"frame terms decrease: frame {count} (index {index}) has term {t} after {term}")
+        if problem == 7:
+            raise InvalidEntryError(f"frame {count} (index {index}) fails its checksum on the declared chain")
+        if problem == 8:
+            raise InvalidEntryError(f"frame {count} (index {index}) has non-zero padding")
+        return (first, count, first_term, term)
+
+    def append_frames(self, frames, start=0):
+        """Write checked frames from byte ``start`` on after the last record.
+
+        The frames must have passed :meth:`check_frames`; each is copied as it
+        is with its CRC recomputed on this log's chain, with ``pwrite`` when the
+        segment has a file (never stores through the mapping, so no zeros ahead
+        are needed).  Returns the byte position after the last frame written
+        (``start`` when none fits)."""
+        cdef Py_buffer view
+        cdef const uint8_t *buf
+        cdef size_t size, st, pos, fs, length, room, nfit = 0, i, off
+        cdef uint64_t index, expected
+        cdef uint32_t c
+        cdef uint8_t *dst
+        cdef Segment *seg
+        cdef int err = 0
+        cdef void *p
+        start = _as_int(start, "start")
+        _get_buffer(frames, &view, "frames")
+        try:
+            buf = <const uint8_t *>view.buf
+            size = <size_t>view.len
+            if start < 0 or <size_t>start >= size:
+                raise InvalidIndexError(f"start {start} outside the frames ({size} bytes)")
+            st = <size_t>start
+            self._enter("append_frames")
+            try:
+                if self.nsegs == 0:
+                    raise FastlogError("no segment attached")
+                seg = self.segs[self.nsegs - 1]
+                if not seg.writable and seg.fd < 0:
+                    raise FastlogError("the last segment's buffer is read-only")
+                if size - st < FL_REC_HEADER_SIZE:
+                    raise InvalidEntryError(f"no whole frame at byte {st}: frames must pass check_frames")
+                memcpy(&index, buf + st + 8, 8)
+                expected = seg.first + seg.count
+                if index != expected:
+                    raise InvalidIndexError(f"entry {index} does not follow the last index {expected - 1}")
+                room = seg.size - seg.end
+                pos = st
+                while pos < size:
+                    if size - pos < FL_REC_HEADER_SIZE:
+                        raise InvalidEntryError(f"no whole frame at byte {pos}: frames must pass check_frames")
+                    fs = fl_frame_size(_read_u32(buf + pos + 4))
+                    if fs > size - pos:
+                        raise InvalidEntryError(f"no whole frame at byte {pos}: frames must pass check_frames")
+                    if pos + fs - st > room:
+                        break
+                    pos += fs
+                    nfit += 1
+                if nfit == 0:
+                    return start
+                _reserve(seg, seg.count + nfit)
+                if seg.fd >= 0:
+                    if pos - st > self.wbuf_cap:
+                        p = realloc(self.wbuf, pos - st)
+                        if p == NULL:
+                            raise MemoryError()
+                        self.wbuf = <uint8_t *>p
+                        self.wbuf_cap = pos - st
+                    dst = self.wbuf
+                    if self.zeroer.token != NULL:
+                        # A pwrite append: no zero write may be in flight under it.
+                        with nogil:
+                            fl_zeroer_release(&self.zeroer, NULL)
+                else:
+                    dst = seg.base + seg.end
+                c = seg.last_crc
+                with nogil:
+                    memcpy(dst, buf + st, pos - st)
+                    off = 0
+                    for i in range(nfit):
+                        length = _read_u32(dst + off + 4)
+                        c = fl_crc32c(c, dst + off + 4, FL_REC_HEADER_SIZE - 4 + length)
+                        memcpy(dst + off, &c, 4)
+                        seg.offsets[seg.count + i] = seg.end + off
+                        memcpy(&seg.terms[seg.count + i], dst + off + 16, 8)
+                        off += fl_frame_size(<uint32_t>length)
+                    if seg.fd >= 0:
+                        err = _pwrite_all(seg.fd, dst, pos - st, seg.end)
+                if err:
+                    raise OSError(err, os.strerror(err))
+                seg.count += nfit
+                seg.end += pos - st
+                seg.last_crc = c
+            finally:
+                self._busy -= 1
+        finally:
+            PyBuffer_Release(&view)
+        return <Py_ssize_t>pos
+
+    def index_columns(self, start, end):
+        """Copies of start..end (clamped) of the index: (terms, segment first indexes, byte offsets).
+
+        Each is a bytes object of native uint64 values, one per entry."""
+        cdef uint64_t a, b, idx
+        cdef Py_ssize_t p
+        cdef size_t k, j = 0, n, take
+        cdef Segment *s
+        cdef uint64_t *t_out
+        cdef uint64_t *s_out
+        cdef uint64_t *o_out
+        _to_u64(start, "start", &a)
+        _to_u64(end, "end", &b)
+        if not self._clamp(&a, &b):
+            return (b"", b"", b"")
+        n = <size_t>(b - a + 1)
+        terms = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>(n * 8))
+        firsts = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>(n * 8))
+        offs = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>(n * 8))
+        # Allocating may run a garbage collection (Python code): clamp again
+        # and keep to what both clamps allow.
+        if not self._clamp(&a, &b):
+            return (b"", b"", b"")
+        if <size_t>(b - a + 1) < n:
+            n = <size_t>(b - a + 1)
+        t_out = <uint64_t *>PyBytes_AS_STRING(terms)
+        s_out = <uint64_t *>PyBytes_AS_STRING(firsts)
+        o_out = <uint64_t *>PyBytes_AS_STRING(offs)
+        p = self._find(a)
+        idx = a
+        while j < n and 0 <= p < self.nsegs:
+            s = self.segs[p]
+            k = <size_t>(idx - s.first)
+            if k >= s.count:  # an empty segment
+                p += 1
+                continue
+            take = s.count - k
+            if take > n - j:
+                take = n - j
+            memcpy(t_out + j, s.terms + k, take * 8)
+            memcpy(o_out + j, s.offsets + k, take * 8)
+            for k in range(take):
+                s_out[j + k] = s.first
+            j += take
+            idx = s.first + s.count
+            p += 1
+        if j * 8 != <size_t>PyBytes_GET_SIZE(terms):
+            return (terms[: j * 8], firsts[: j * 8], offs[: j * 8])
+        return (terms, firsts, offs)
