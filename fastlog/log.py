@@ -325,7 +325,7 @@ class Log:
         view is opened again, a bounded number of times.  A log nobody writes
         reports its damage after two scans, as it always did.
         """
-        seen: Optional[tuple] = None
+        seen: Optional[Tuple[Any, ...]] = None
         failure: Optional[BaseException] = None
         for attempt in range(_VIEW_ATTEMPTS):
             before = self._directory_fingerprint()
@@ -348,7 +348,7 @@ class Log:
         if failure is not None:
             raise failure
 
-    def _directory_fingerprint(self) -> tuple:
+    def _directory_fingerprint(self) -> Tuple[Any, ...]:
         """What a writer changes at each step a reader could see half way:
         ``STATE`` and the name and header of every segment file."""
         def head(name: str, size: int) -> bytes:
@@ -1335,24 +1335,6 @@ class Log:
 
         await asyncio.to_thread(self.close)
 
-
-def _slice_bounds(key: slice) -> "tuple[int, int]":
-    """The half-open index range ``[start, stop)`` of ``log[start:stop]``."""
-    if key.step is not None and key.step != 1:
-        raise InvalidIndexError(f"log slices take no step (got {key.step!r}): they are ranges of indexes")
-    return _slice_bound("start", key.start, 0), _slice_bound("stop", key.stop, MAX_INDEX + 1)
-
-
-def _slice_bound(name: str, value: object, default: int) -> int:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise EntryTypeError(f"slice {name} must be an int index, not {type(value).__name__}")
-    if value < 0:
-        raise InvalidIndexError(f"slice {name} must not be negative (keys are Raft indexes), got {value}")
-    return min(int(value), MAX_INDEX + 1)
-
-
     # ------------------------------------------------------------ frames
     def read_frames(self, start: int, end: int) -> bytes:
         """The records ``start..end`` (clamped to what exists) as stored, in one buffer.
@@ -1469,6 +1451,23 @@ def _slice_bound(name: str, value: object, default: int) -> int:
         if self._closed:
             raise self._unusable()
         return self._core.index_columns(start, end)
+
+
+def _slice_bounds(key: slice) -> "tuple[int, int]":
+    """The half-open index range ``[start, stop)`` of ``log[start:stop]``."""
+    if key.step is not None and key.step != 1:
+        raise InvalidIndexError(f"log slices take no step (got {key.step!r}): they are ranges of indexes")
+    return _slice_bound("start", key.start, 0), _slice_bound("stop", key.stop, MAX_INDEX + 1)
+
+
+def _slice_bound(name: str, value: object, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EntryTypeError(f"slice {name} must be an int index, not {type(value).__name__}")
+    if value < 0:
+        raise InvalidIndexError(f"slice {name} must not be negative (keys are Raft indexes), got {value}")
+    return min(int(value), MAX_INDEX + 1)
 
 
 def _is_full(exc: BaseException) -> bool:
