@@ -26,78 +26,43 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "crash"))
 
 import fastlog  # noqa: E402
-from crashsim import LogModel, LogState, env_int, payload_for, read_log, report  # noqa: E402
+from crashsim import LogModel, LogState, env_int, read_log, report  # noqa: E402
+from writer_protocol import replay  # noqa: E402
 
 SEGMENT_SIZE = 64 << 10
 REPO = Path(__file__).resolve().parent.parent
 
 CHILD = r'''
-import os, random, sys
+import random, sys
 sys.path.insert(0, sys.argv[4])
-import fastlog
-from fastlog import HardState, LogId, VotedFor
-from fastlog.meta import FileMetaStore
-from crashsim import payload_for
+from writer_protocol import LogWriter, say_on_stdout
 
 path, seed, sync = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 implementation, segment_size = sys.argv[5] or None, int(sys.argv[6])
 rng = random.Random(seed)
-
-def say(line):
-    os.write(1, (line + "\n").encode())
-
-log = fastlog.Log(path, segment_size=segment_size, sync=sync, implementation=implementation)
-meta = FileMetaStore(path)
-hs = meta.load_hard_state()
-hs_term = hs.current_term if hs else 0
-term = max([log.term_at(log.last_index()) or 0, 1])
-salt = seed * 1000003
-say("ready")
+w = LogWriter(say_on_stdout, path, seed, sync, implementation, segment_size)
+say_on_stdout("ready")
 while True:
     r = rng.random()
-    last, first = log.last_index(), log.first_index()
-    b = log.purge_boundary()
-    low = (b.index if b else 0) + 1
-    salt += 1
-    if r < 0.55 or first == 0:
-        start = last + 1
-        if first == 0 and rng.random() < 0.2:
-            start = max(low, rng.randint(1, 40))
+    w.begin()
+    if r < 0.55 or w.first == 0:
+        start = w.last + 1
+        if w.first == 0 and rng.random() < 0.2:
+            start = max(w.low, rng.randint(1, 40))
         n, size = rng.randint(1, 20), rng.choice([0, 16, 300, 1500, 4000])
-        say(f"A {start} {n} {term} {salt} {size}")
-        log.append([log.Entry(index=start + i, term=term, payload=payload_for(start + i, term, salt, size)) for i in range(n)])
-        if sync == "always":
-            say("F")
+        w.append(start, n, size)
     elif r < 0.80:
-        log.flush()
-        say("F")
-    elif r < 0.87 and last > low:
-        term += 1
-        start = rng.randint(max(low, first), last)
-        n, size = rng.randint(1, 10), rng.choice([16, 900])
-        say(f"A {start} {n} {term} {salt} {size}")
-        log.append([log.Entry(index=start + i, term=term, payload=payload_for(start + i, term, salt, size)) for i in range(n)])
-        if sync == "always":
-            say("F")
-    elif r < 0.91 and last > low:
-        cut = rng.randint(low + 1, last)
-        say(f"T {cut}")
-        log.truncate(cut)
-        if sync == "always":
-            say("F")
-    elif r < 0.95 and first and last > first:
-        idx = rng.randint(first, last - 1)
-        t = log.term_at(idx)
-        say(f"P {idx} {t}")
-        log.purge(LogId(index=idx, term=t))
+        w.flush()
+    elif r < 0.87 and w.last > w.low:
+        w.replace(rng, 10, [16, 900])
+    elif r < 0.91 and w.last > w.low:
+        w.truncate(rng)
+    elif r < 0.95 and w.first and w.last > w.first:
+        w.purge(rng)
     elif r < 0.96:
-        say("R")
-        log.reset()
+        w.reset()
     else:
-        hs_term += 1
-        vote = rng.choice([None, 1, 2])
-        say(f"H {hs_term} {vote}")
-        meta.save_hard_state(HardState(current_term=hs_term, voted_for=None if vote is None else VotedFor(voted_for_id=vote, voted_for_term=hs_term)))
+        w.save_hard_state(rng.choice([None, 1, 2]))
 '''
 
 
@@ -107,98 +72,42 @@ while True:
 # flush_async() returns it reports "F n": n is the last operation that had
 # completed when it called flush_async(), which the group commit must cover.
 CHILD_ENGINE = r'''
-import asyncio, os, random, sys
+import asyncio, random, sys
 sys.path.insert(0, sys.argv[4])
 import fastlog
-from fastlog import LogId
-from crashsim import payload_for
+from writer_protocol import EngineWriter, say_on_stdout as say
 
 path, seed, sync = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 implementation, segment_size = sys.argv[5] or None, int(sys.argv[6])
 
-def say(line):
-    os.write(1, (line + "\n").encode())
-
 async def main():
     engine = fastlog.open(path, segment_size=segment_size, sync=sync, implementation=implementation)
     store = engine.log_store()
-    begun = [0]
-    done = [0]
-    term = max(store.term_at(store.last_index()) or 0, 1) if store.last_index() else 1
-    salt = [seed * 1000003]
-
-    order = asyncio.Lock()  # indexes are picked and persisted in order, as a Raft leader does
+    shared = EngineWriter(say, store, seed)
 
     async def writer(w):
         rng = random.Random(seed * 101 + w)
         while True:
-            async with order:
+            async with shared.order:
                 if rng.random() < 0.9:
-                    start, n, size = store.last_index() + 1, rng.randint(1, 4), rng.choice([0, 16, 700, 3000])
-                    salt[0] += 1
-                    batch = [store.Entry(index=start + i, term=term, payload=payload_for(start + i, term, salt[0], size)) for i in range(n)]
-                    begun[0] += 1
-                    mine = begun[0]
-                    say(f"A {start} {n} {term} {salt[0]} {size}")
-                    await store.persist_entries(batch)
+                    n, size = rng.randint(1, 4), rng.choice([0, 16, 700, 3000])
+                    await shared.append(store.last_index() + 1, n, size)
                 else:
                     first, last = store.first_index(), store.last_index()
                     if not first or last <= first:
                         continue
-                    idx = rng.randint(first, last - 1)
-                    t = store.term_at(idx)
-                    begun[0] += 1
-                    mine = begun[0]
-                    say(f"P {idx} {t}")
-                    await store.purge(LogId(index=idx, term=t))
-                done[0] = max(done[0], mine)
+                    await shared.purge(rng, first, last)
             # outside the lock: the writers wait for durability together
             if sync == "always":
-                say(f"F {done[0]}")
+                say(f"F {shared.done}")
             elif rng.random() < 0.5:
-                mark = done[0]
-                await store.flush_async()
-                say(f"F {mark}")
+                await shared.flush()
 
     say("ready")
     await asyncio.gather(*(writer(w) for w in range(8)))
 
 asyncio.run(main())
 '''
-
-
-def _hard_state(term: int, vote: str):
-    from fastlog import HardState, VotedFor
-
-    return HardState(current_term=term, voted_for=None if vote == "None" else VotedFor(voted_for_id=int(vote), voted_for_term=term))
-
-
-def replay(model: LogModel, lines: List[str]) -> int:
-    """Apply the child's lines to the model; returns the number of flushes it acknowledged.
-
-    "F" acknowledges every operation begun so far; "F n" the first n operations
-    announced by this child (counted from the state the child started from).
-    """
-    flushes = 0
-    base = model.operations()
-    for line in lines:
-        parts = line.split()
-        op = parts[0]
-        if op == "A":
-            start, n, term, salt, size = map(int, parts[1:])
-            model.begin_append([(start + i, term, 1, payload_for(start + i, term, salt, size)) for i in range(n)])
-        elif op == "T":
-            model.begin_truncate(int(parts[1]))
-        elif op == "P":
-            model.begin_purge(int(parts[1]), int(parts[2]))
-        elif op == "R":
-            model.begin_reset()
-        elif op == "H":
-            model.begin_save_hard_state(_hard_state(int(parts[1]), parts[2]))
-        elif op == "F":
-            model.flushed(base + int(parts[1]) if len(parts) > 1 else None)
-            flushes += 1
-    return flushes
 
 
 def kill_rounds(
@@ -269,7 +178,7 @@ def kill_rounds(
         assert proc.returncode == -signal.SIGKILL, f"the child died on its own ({proc.returncode}):\n{err}"
         counts["kills"] += 1
         counts["ops"] += len(lines)
-        counts["flushes"] += replay(model, lines)
+        counts["flushes"] += replay(model, lines).flushes
         got = read_log(path, segment_size=segment_size, implementation=implementation)
         from fastlog.meta import FileMetaStore
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from .workloads import TARGETS, WORKLOADS, parse_workloads
 
@@ -176,13 +176,7 @@ def _run_filesystems(args: argparse.Namespace, config: Any) -> int:
         print(f"fastlog bench: {exc}", file=sys.stderr)
         return 2
     print(format_filesystems(run))
-    sys.stdout.flush()
-    if args.json:
-        run.write_json(args.json)
-        print(f"wrote {args.json}", file=sys.stderr)
-    if args.chart:
-        problem = write_filesystem_chart(run, args.chart)
-        print(problem if problem else f"wrote {args.chart}", file=sys.stderr)
+    _write_files(args, run, write_filesystem_chart)
     failed = [f"{fs}: {item}" for fs, results in run.results.items() for item in _invalid(results)]
     if failed:
         print("fastlog bench: these results are not valid: " + ", ".join(failed), file=sys.stderr)
@@ -193,6 +187,18 @@ def _run_filesystems(args: argparse.Namespace, config: Any) -> int:
     if args.fail_on_miss and any(_missed_target(r) for r in run.results.values()):
         return 3
     return 0
+
+
+def _write_files(args: argparse.Namespace, results: Any, write_chart: Callable[[Any, str], Optional[str]]) -> None:
+    """--json and --chart, after the table is out: stderr says where each went, or why
+    the chart was not drawn."""
+    sys.stdout.flush()
+    if args.json:
+        results.write_json(args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.chart:
+        problem = write_chart(results, args.chart)
+        print(problem if problem else f"wrote {args.chart}", file=sys.stderr)
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -224,13 +230,7 @@ def run_command(args: argparse.Namespace) -> int:
 
         print()
         print(format_headline(results))
-    sys.stdout.flush()
-    if args.json:
-        results.write_json(args.json)
-        print(f"wrote {args.json}", file=sys.stderr)
-    if args.chart:
-        problem = write_chart(results, args.chart)
-        print(problem if problem else f"wrote {args.chart}", file=sys.stderr)
+    _write_files(args, results, write_chart)
     failed = _invalid(results)
     if failed:
         print("fastlog bench: these results are not valid: " + ", ".join(failed), file=sys.stderr)

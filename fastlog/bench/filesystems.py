@@ -8,16 +8,14 @@ cannot be mounted (not root, no mkfs) is skipped with one line saying why.
 """
 from __future__ import annotations
 
-import json
 import signal
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from types import FrameType
 from typing import Any, Dict, List, Optional, Sequence, TextIO
 
 from . import loopfs
-from .runner import BenchConfig, BenchResults, run_bench
+from .runner import BenchConfig, BenchResults, run_bench, write_json_document
 
 __all__ = ["FilesystemRun", "run_on_filesystems", "parse_filesystems", "default_image_size"]
 
@@ -68,10 +66,7 @@ class FilesystemRun:
         }
 
     def write_json(self, path: str) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as fh:
-            json.dump(self.to_json(), fh, indent=1, default=str)
-            fh.write("\n")
+        write_json_document(path, self.to_json())
 
 
 class _TerminateAsInterrupt:

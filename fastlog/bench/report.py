@@ -327,6 +327,20 @@ def _axis_label(workload: Workload, value: float) -> str:
     return _si(value)
 
 
+def _style_panel(ax: Any, workload: Workload, values: List[float]) -> None:
+    """What every chart panel shows the same way: the axis in the workload's unit, a log
+    scale when the bars differ more than 50-fold, the title with which way is better."""
+    from matplotlib.ticker import FuncFormatter
+
+    scale_values = [v for v in values if v > 0]
+    if scale_values and max(scale_values) / min(scale_values) > 50:
+        ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos, w=workload: _axis_label(w, v)))
+    better = "higher is better" if workload.higher_is_better else "lower is better"
+    ax.set_title(f"{workload.title} ({workload.unit}, {better})", fontsize=9)
+    ax.tick_params(labelsize=8)
+
+
 def write_chart(results: "BenchResults", path: str) -> Optional[str]:
     """Write a PNG bar chart (one panel per workload); return a message instead if matplotlib is missing."""
     try:
@@ -334,7 +348,6 @@ def write_chart(results: "BenchResults", path: str) -> Optional[str]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import FuncFormatter
     except ImportError:
         return "matplotlib is not installed (pip install 'fastlog[chart]'): no chart written"
     from pathlib import Path
@@ -375,16 +388,10 @@ def write_chart(results: "BenchResults", path: str) -> Optional[str]:
             else:
                 colours.append("#9ecae1")
         ax.barh(labels, values, color=colours)
-        scale_values = [v for v in values if v > 0]
-        if scale_values and max(scale_values) / min(scale_values) > 50:
-            ax.set_xscale("log")
+        _style_panel(ax, workload, values)
         for y, value in enumerate(values):
             shown = value * (1 << 20) if workload.unit == "B" else value
             ax.text(value, y, " " + format_value(workload, shown), va="center", fontsize=7)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos, w=workload: _axis_label(w, v)))
-        better = "higher is better" if workload.higher_is_better else "lower is better"
-        ax.set_title(f"{workload.title} ({workload.unit}, {better})", fontsize=9)
-        ax.tick_params(labelsize=8)
         ax.margins(x=0.25)
     cfg = results.config
     fig.suptitle(
@@ -486,7 +493,6 @@ def write_filesystem_chart(run: Any, path: str) -> Optional[str]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import FuncFormatter
     except ImportError:
         return "matplotlib is not installed (pip install 'fastlog[chart]'): no chart written"
     from pathlib import Path
@@ -529,12 +535,7 @@ def write_filesystem_chart(run: Any, path: str) -> Optional[str]:
             ax.barh(ys, values, height=bar, color=colours[k % len(colours)], label=fstype)
         ax.set_yticks(range(len(engines)))
         ax.set_yticklabels([_label(e, workload.id) for e in engines][::-1])
-        if scale_values and max(scale_values) / min(scale_values) > 50:
-            ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos, w=workload: _axis_label(w, v)))
-        better = "higher is better" if workload.higher_is_better else "lower is better"
-        ax.set_title(f"{workload.title} ({workload.unit}, {better})", fontsize=9)
-        ax.tick_params(labelsize=8)
+        _style_panel(ax, workload, scale_values)
         ax.legend(fontsize=7)
     cfg = run.config
     fig.suptitle(f"fastlog bench per file system: {cfg.entry_size}-byte entries, log of {cfg.entries:,} entries, "

@@ -19,6 +19,7 @@ Method
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -31,7 +32,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence, TextIO
 
 from .._types import LogId
 from .data import Dataset, PayloadPool, digest_entries, term_of
@@ -187,6 +188,15 @@ class WorkloadResult:
         }
 
 
+def write_json_document(path: str, document: Dict[str, Any]) -> None:
+    """``document`` as indented JSON at ``path`` (its folder made first); what JSON cannot
+    hold (paths, enums) is written as its str()."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(document, fh, indent=1, default=str)
+        fh.write("\n")
+
+
 @dataclass
 class BenchResults:
     config: BenchConfig
@@ -240,10 +250,7 @@ class BenchResults:
         }
 
     def write_json(self, path: str) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as fh:
-            json.dump(self.to_json(), fh, indent=1, default=str)
-            fh.write("\n")
+        write_json_document(path, self.to_json())
 
 
 class _Progress:
@@ -380,6 +387,11 @@ def _environment(workdir: str) -> Dict[str, Any]:
     return env
 
 
+def _last_line(text: str) -> str:
+    """The last line of a child's output (stripped), or "(no output)" for none."""
+    return (text.strip().splitlines() or ["(no output)"])[-1]
+
+
 class _Runner:
     def __init__(self, config: BenchConfig, progress: _Progress):
         self.config = config
@@ -422,6 +434,23 @@ class _Runner:
         if got_digest != want:
             return f"digest of entries {lo}..{hi} is {got_digest}, expected {want}"
         return None
+
+    def verify(self, rec: _Recorder, workload: str, store: Any, lo: int, hi: int,
+               boundary: Optional[LogId] = None) -> Optional[str]:
+        """check_log(), and the workload marked wrong when it finds a difference (returned too)."""
+        problem = self.check_log(store, lo, hi, boundary=boundary)
+        if problem:
+            rec.wrong(workload, problem)
+        return problem
+
+    @contextlib.asynccontextmanager
+    async def opened_store(self, subject: Subject, path: str) -> AsyncIterator[Any]:
+        """The engine's log store, the engine closed on the way out whatever happened."""
+        engine = subject.open(path)
+        try:
+            yield engine.log_store()
+        finally:
+            await engine.close()
 
     def check_entries(self, got: List[Any], indexes: List[int]) -> Optional[str]:
         if any(e is None for e in got):
@@ -559,9 +588,7 @@ class _Runner:
         dt = time.perf_counter() - t0
         hi = cuts[-1] - 1
         rec.sample("truncate", ops / dt, seconds=dt, calls=ops, entries_removed=ops * step)
-        problem = self.check_log(store, 1, hi)
-        if problem:
-            rec.wrong("truncate", problem)
+        self.verify(rec, "truncate", store, 1, hi)
         return hi
 
     async def purges(self, store: Any, rec: _Recorder, hi: int) -> None:
@@ -575,16 +602,12 @@ class _Runner:
             await purge(cutoff)
         dt = time.perf_counter() - t0
         rec.sample("purge", ops / dt, seconds=dt, calls=ops, entries_removed=ops * step)
-        problem = self.check_log(store, cutoffs[-1].index + 1, hi, boundary=cutoffs[-1])
-        if problem:
-            rec.wrong("purge", problem)
+        self.verify(rec, "purge", store, cutoffs[-1].index + 1, hi, boundary=cutoffs[-1])
 
     async def durable_group(self, subject: Subject, path: str, rec: _Recorder) -> None:
         cfg = self.config
         total = cfg.durable_batch * cfg.durable_batches
-        engine = subject.open(path)
-        try:
-            store = engine.log_store()
+        async with self.opened_store(subject, path) as store:
             batches = self.batches(entry_class_of(store), cfg.durable_batch, total)
             persist, flush = store.persist_entries, store.flush
             gc.collect()
@@ -600,19 +623,13 @@ class _Runner:
             rec.sample("durable", total / dt, seconds=dt, entries=total, batches=len(batches),
                        batch_size=cfg.durable_batch, first_batch_seconds=t_first - t0,
                        rate_after_first_batch=rest / (dt - (t_first - t0)) if rest else None)
-            problem = self.check_log(store, 1, total)
-            if problem:
-                rec.wrong("durable", problem)
-        finally:
-            await engine.close()
+            self.verify(rec, "durable", store, 1, total)
 
     async def concurrent_group(self, subject: Subject, path: str, rec: _Recorder) -> None:
         cfg = self.config
         writers, each = cfg.writers, cfg.writes_per_writer
         total = writers * each
-        engine = subject.open(path)
-        try:
-            store = engine.log_store()
+        async with self.opened_store(subject, path) as store:
             singles = self.batches(entry_class_of(store), 1, total)
             persist, flush_async = store.persist_entries, store.flush_async
             # The lock keeps indexes consecutive for engines whose persist awaits
@@ -644,11 +661,7 @@ class _Runner:
             if syncs_before is not None and syncs_after is not None:
                 details["fsync_rounds"] = syncs_after - syncs_before
             rec.sample("concurrent", total / dt, **details)
-            problem = self.check_log(store, 1, total)
-            if problem:
-                rec.wrong("concurrent", problem)
-        finally:
-            await engine.close()
+            self.verify(rec, "concurrent", store, 1, total)
 
     # -- steady-state appends, Raft-shaped workloads, recovery at scale -------------
     async def steady_group(self, subject: Subject, path: str, rec: _Recorder) -> None:
@@ -662,9 +675,7 @@ class _Runner:
         cfg = self.config
         warm = cfg.steady_warmup * cfg.batch_size
         total = warm + cfg.entries
-        engine = subject.open(path)
-        try:
-            store = engine.log_store()
+        async with self.opened_store(subject, path) as store:
             batches = self.batches(entry_class_of(store), cfg.batch_size, total)
             persist, flush = store.persist_entries, store.flush
             for batch in batches[:cfg.steady_warmup]:
@@ -678,11 +689,7 @@ class _Runner:
             dt = time.perf_counter() - t0
             rec.sample("append-steady", cfg.entries / dt, seconds=dt, entries=cfg.entries,
                        batches=len(timed), flushed_batches_before=cfg.steady_warmup)
-            problem = self.check_log(store, 1, total)
-            if problem:
-                rec.wrong("append-steady", problem)
-        finally:
-            await engine.close()
+            self.verify(rec, "append-steady", store, 1, total)
 
     async def leader_group(self, subject: Subject, path: str, rec: _Recorder) -> None:
         """leader: durable batches while follower tasks stream the new entries.
@@ -696,9 +703,7 @@ class _Runner:
         """
         cfg = self.config
         total = cfg.durable_batch * cfg.leader_batches
-        engine = subject.open(path)
-        try:
-            store = engine.log_store()
+        async with self.opened_store(subject, path) as store:
             batches = self.batches(entry_class_of(store), cfg.durable_batch, total)
             persist, flush_async, get = store.persist_entries, store.flush_async, store.get_entries
             wake = [asyncio.Event() for _ in range(_LEADER_FOLLOWERS)]
@@ -757,11 +762,7 @@ class _Runner:
                 if len(flat) != total or digest_entries(flat) != want:
                     rec.wrong("leader", f"follower {k + 1} read {len(flat)} entries that differ from the {total} written")
                     return
-            problem = self.check_log(store, 1, total)
-            if problem:
-                rec.wrong("leader", problem)
-        finally:
-            await engine.close()
+            self.verify(rec, "leader", store, 1, total)
 
     async def follower_group(self, subject: Subject, path: str, rec: _Recorder) -> None:
         """follower: appends whose last entries conflict, each fixed with replace_range().
@@ -776,9 +777,7 @@ class _Runner:
         cfg = self.config
         size, k, rounds = cfg.durable_batch, cfg.follower_suffix, cfg.follower_rounds
         total = size * (rounds + 1)
-        engine = subject.open(path)
-        try:
-            store = engine.log_store()
+        async with self.opened_store(subject, path) as store:
             cls = entry_class_of(store)
             good = self.batches(cls, size, total)
             plan = []
@@ -799,11 +798,7 @@ class _Runner:
             timed = size * rounds
             rec.sample("follower", timed / dt, seconds=dt, entries=timed, rounds=rounds,
                        replaced_per_round=k, seconds_per_round=dt / rounds)
-            problem = self.check_log(store, 1, total)
-            if problem:
-                rec.wrong("follower", problem)
-        finally:
-            await engine.close()
+            self.verify(rec, "follower", store, 1, total)
 
     async def snapshot_group(self, subject: Subject, path: str, rec: _Recorder) -> None:
         """snapshot: appends with a purge of the prefix every --snapshot-every entries.
@@ -815,9 +810,7 @@ class _Runner:
         """
         cfg = self.config
         n, every = cfg.entries, cfg.snapshot_every
-        engine = subject.open(path)
-        try:
-            store = engine.log_store()
+        async with self.opened_store(subject, path) as store:
             batches = self.batches(entry_class_of(store), cfg.batch_size, n)
             persist, purge = store.persist_entries, store.purge
             plan: List[tuple] = []  # (batch, purge cutoff after it or None)
@@ -848,11 +841,7 @@ class _Runner:
             rec.sample("snapshot", n / dt, **details)
             last_cutoff = next((c for _, c in reversed(plan) if c is not None), None)
             lo = last_cutoff.index + 1 if last_cutoff else 1
-            problem = self.check_log(store, lo, n, boundary=last_cutoff)
-            if problem:
-                rec.wrong("snapshot", problem)
-        finally:
-            await engine.close()
+            self.verify(rec, "snapshot", store, lo, n, boundary=last_cutoff)
 
     def recovery_scale(self, loop: asyncio.AbstractEventLoop, subject: Subject, path: str, rec: _Recorder) -> None:
         """recovery-scale: every repetition at once, one scale after the other.
@@ -913,20 +902,16 @@ class _Runner:
     async def _fill(self, subject: Subject, path: str, count: int, pool: PayloadPool) -> float:
         step = self.config.batch_size
         t0 = time.perf_counter()
-        engine = subject.open(path)
-        try:
-            store = engine.log_store()
+        async with self.opened_store(subject, path) as store:
             cls = entry_class_of(store)
             persist = store.persist_entries
             for first in range(1, count + 1, step):
                 await persist(pool.batch(cls, first, min(step, count - first + 1)))
             store.flush()
-        finally:
-            await engine.close()
         return time.perf_counter() - t0
 
-    def _child_probe(self, subject: Subject, path: str, entries: int, *extra: str) -> Optional[Dict[str, Any]]:
-        """Run ``python -m fastlog.bench.memprobe`` on one engine; its JSON report, or None on failure."""
+    def _run_memprobe(self, subject: Subject, path: str, entries: int, *extra: str) -> subprocess.CompletedProcess:
+        """``python -m fastlog.bench.memprobe`` on one engine, in a fresh child process."""
         cfg = self.config
         package_root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
@@ -938,9 +923,13 @@ class _Runner:
             "--batch-size", str(cfg.batch_size), "--range-size", str(cfg.range_size),
             "--seed", str(cfg.seed), *extra,
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+
+    def _child_probe(self, subject: Subject, path: str, entries: int, *extra: str) -> Optional[Dict[str, Any]]:
+        """The memprobe's JSON report, or None on failure (why in ``last_probe_error``)."""
+        proc = self._run_memprobe(subject, path, entries, *extra)
         if proc.returncode != 0:
-            self.last_probe_error = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            self.last_probe_error = _last_line(proc.stderr)
             return None
         return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -1045,21 +1034,9 @@ class _Runner:
 
     # -- peak memory, in a child process -------------------------------------------
     def memory_probe(self, subject: Subject, path: str, rec: _Recorder) -> None:
-        cfg = self.config
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        cmd = [
-            sys.executable, "-m", "fastlog.bench.memprobe",
-            "--engine", subject.name, "--dir", path,
-            "--entries", str(cfg.entries), "--entry-size", str(cfg.entry_size),
-            "--batch-size", str(cfg.batch_size), "--range-size", str(cfg.range_size),
-            "--seed", str(cfg.seed),
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+        proc = self._run_memprobe(subject, path, self.config.entries)
         if proc.returncode != 0:
-            tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            rec.error("memory", f"probe exited with {proc.returncode}: {tail}")
+            rec.error("memory", f"probe exited with {proc.returncode}: {_last_line(proc.stderr)}")
             return
         report = json.loads(proc.stdout.strip().splitlines()[-1])
         if report.get("problem"):

@@ -797,28 +797,7 @@ def read_log(path: Path, **options: Any) -> Recovered:
 
     try:
         with fastlog.Log(str(path), **options) as log:
-            b = log.purge_boundary()
-            first = log.first_index()
-            last = log.last_index()
-            entries = tuple(to_model_entry(e) for e in log.get_entries(first, last)) if first else ()
-            if entries and len(entries) != entries[-1][0] - entries[0][0] + 1:
-                return Recovered(error=f"get_entries returned a non-contiguous range {entries[0][0]}..{entries[-1][0]}")
-            for probe in (first, last, (first + last) // 2):
-                if first and first <= probe <= last:
-                    e = log.entry(probe)
-                    want = entries[probe - first]
-                    if e is None or to_model_entry(e) != want:
-                        return Recovered(error=f"entry({probe}) {e!r} disagrees with get_entries")
-                    if log.term_at(probe) != want[1]:
-                        return Recovered(error=f"term_at({probe}) disagrees with get_entries")
-            if b is not None and log.term_at(b.index) != b.term:
-                return Recovered(error=f"term_at(boundary {b.index}) != {b.term}")
-            return Recovered(
-                boundary=(b.index, b.term) if b is not None else None,
-                entries=entries,
-                last_index=last,
-                first_index=first,
-            )
+            return _read_all(log, log.purge_boundary(), spot_checks=True)
     except Exception as exc:  # reported as a broken promise, with its type
         return Recovered(error=f"{type(exc).__name__}: {exc}")
 
@@ -831,22 +810,39 @@ def read_engine(path: Path, **options: Any) -> Recovered:
     try:
         with fastlog.open(str(path), **options) as engine:
             store = engine.log_store()
-            b = store.load_purge_boundary()
-            first = store.first_index()
-            last = store.last_index()
-            entries = tuple(to_model_entry(e) for e in store.get_entries(first, last)) if first else ()
-            if entries and len(entries) != entries[-1][0] - entries[0][0] + 1:
-                return Recovered(error=f"get_entries returned a non-contiguous range {entries[0][0]}..{entries[-1][0]}")
-            if b is not None and store.term_at(b.index) != b.term:
-                return Recovered(error=f"term_at(boundary {b.index}) != {b.term}")
-            return Recovered(
-                boundary=(b.index, b.term) if b is not None else None,
-                entries=entries,
-                last_index=last,
-                first_index=first,
-            )
+            return _read_all(store, store.load_purge_boundary(), spot_checks=False)
     except Exception as exc:
         return Recovered(error=f"{type(exc).__name__}: {exc}")
+
+
+def _read_all(reader: Any, b: Any, spot_checks: bool) -> Recovered:
+    """Everything ``reader`` (a ``Log`` or a ``LogStore``) holds, once its reads agree.
+
+    ``b`` is the purge boundary the caller read first.  With ``spot_checks``
+    the single-entry reads (``entry``, ``term_at``) at both ends and the middle
+    must match ``get_entries``; only the ``Log`` reads one entry synchronously.
+    """
+    first = reader.first_index()
+    last = reader.last_index()
+    entries = tuple(to_model_entry(e) for e in reader.get_entries(first, last)) if first else ()
+    if entries and len(entries) != entries[-1][0] - entries[0][0] + 1:
+        return Recovered(error=f"get_entries returned a non-contiguous range {entries[0][0]}..{entries[-1][0]}")
+    for probe in (first, last, (first + last) // 2) if spot_checks else ():
+        if first and first <= probe <= last:
+            e = reader.entry(probe)
+            want = entries[probe - first]
+            if e is None or to_model_entry(e) != want:
+                return Recovered(error=f"entry({probe}) {e!r} disagrees with get_entries")
+            if reader.term_at(probe) != want[1]:
+                return Recovered(error=f"term_at({probe}) disagrees with get_entries")
+    if b is not None and reader.term_at(b.index) != b.term:
+        return Recovered(error=f"term_at(boundary {b.index}) != {b.term}")
+    return Recovered(
+        boundary=(b.index, b.term) if b is not None else None,
+        entries=entries,
+        last_index=last,
+        first_index=first,
+    )
 
 
 def read_hard_state(path: Path) -> Any:

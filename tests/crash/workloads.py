@@ -26,6 +26,17 @@ from crashsim import (
 SEGMENT_SIZE = 64 << 10
 
 
+
+def _save_hard_state(model: LogModel, meta: Any, term: int, vote: Optional[int]) -> None:
+    """Tell the model, then save through ``meta``; odd and even votes differ in ``committed``
+    so both values of the flag go through the meta file."""
+    hs = HardState(
+        current_term=term,
+        voted_for=None if vote is None else VotedFor(voted_for_id=vote, voted_for_term=term, committed=vote % 2 == 0),
+    )
+    model.begin_save_hard_state(hs)
+    meta.save_hard_state(hs)
+
 class Driver:
     """Applies operations to a Log and to the model, in the order crash safety needs."""
 
@@ -84,12 +95,7 @@ class Driver:
 
     def save_hard_state(self, term: int, vote: Optional[int]) -> None:
         assert self.meta is not None
-        hs = HardState(
-            current_term=term,
-            voted_for=None if vote is None else VotedFor(voted_for_id=vote, voted_for_term=term, committed=vote % 2 == 0),
-        )
-        self.model.begin_save_hard_state(hs)
-        self.meta.save_hard_state(hs)
+        _save_hard_state(self.model, self.meta, term, vote)
 
 
 def random_workload(driver: Driver, rng: random.Random, n_ops: int) -> None:
@@ -471,12 +477,7 @@ class EngineDriver:
         self.model.flushed(upto)
 
     def save_hard_state(self, term: int, vote: Optional[int]) -> None:
-        hs = HardState(
-            current_term=term,
-            voted_for=None if vote is None else VotedFor(voted_for_id=vote, voted_for_term=term, committed=vote % 2 == 0),
-        )
-        self.model.begin_save_hard_state(hs)
-        self.meta.save_hard_state(hs)
+        _save_hard_state(self.model, self.meta, term, vote)
 
 
 async def engine_workload(d: EngineDriver, rng: random.Random, n_ops: int) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 from crashsim import LogModel, LogState, Recovered, payload_for, read_log
 from fastlog.testing.lazyfs import LazyFS
 from powercut_writers import WRITERS, apply_broken_build
+from writer_protocol import replay as replay_lines
 
 # Small segments: LazyFS has no fallocate, so preallocating goes through the C
 # library's fallback (a write to every block, each a FUSE round trip): about
@@ -158,46 +159,11 @@ class Child:
 # ---------------------------------------------------------------------------
 
 
-def _hard_state(term: int, vote: str) -> Any:
-    from fastlog import HardState, VotedFor
-
-    return HardState(current_term=term, voted_for=None if vote == "None" else VotedFor(voted_for_id=int(vote), voted_for_term=term))
-
-
 def replay(model: LogModel, lines: list[str], journal: bool = False) -> int:
-    """Apply a child's lines to the model; returns how many acknowledgements they held.
-
-    ``F`` acknowledges every operation begun so far; ``F k`` the first k
-    operations this child announced (counted from where the child started).
-    Journal hard states are ``(term, vote)`` pairs, the journal's own record.
-    """
-    acks = 0
-    base = model.operations()
-    for line in lines:
-        parts = line.split()
-        op = parts[0]
-        if op == "A":
-            start, n, term, salt, size = map(int, parts[1:])
-            model.begin_append([(start + i, term, 1, payload_for(start + i, term, salt, size)) for i in range(n)])
-        elif op == "T":
-            model.begin_truncate(int(parts[1]))
-        elif op == "P":
-            model.begin_purge(int(parts[1]), int(parts[2]))
-        elif op == "R":
-            model.begin_reset()
-        elif op == "H":
-            vote = " ".join(parts[2:])
-            if journal:
-                model.begin_save_hard_state((int(parts[1]), None if vote == "None" else vote))
-            else:
-                model.begin_save_hard_state(_hard_state(int(parts[1]), vote))
-            acks += 1
-        elif op == "F":
-            model.flushed(base + int(parts[1]) if len(parts) > 1 else None)
-            acks += 1
-        else:
-            raise AssertionError(f"unknown line from the child: {line!r}")
-    return acks
+    """Apply a child's lines to the model; returns how many acknowledgements they held
+    (flushes and hard-state saves, each durable when the child said it)."""
+    replayed = replay_lines(model, lines, journal=journal)
+    return replayed.flushes + replayed.hard_states
 
 
 def acknowledged_entries(model: LogModel, position: tuple[int, int, int]) -> list[tuple[int, int, int, bytes]]:
@@ -390,6 +356,19 @@ class Workload:
         return self.rng.choice([0.005, 0.02, 0.05, 0.1, 0.2]) * self.rng.random() + 0.002
 
 
+def _kill_and_time(child: Child, what: str, finished: str, estimate: list[float]) -> str | None:
+    """Kill ``child``, which must not have failed on its own.  When it had said
+    ``finished`` (``"<finished> <seconds>"``), those seconds join ``estimate`` (the
+    last eight kept), so the next kill aims inside the time the work takes."""
+    child.kill()
+    assert child.killed_by_us and child.error is None, f"{what} failed in the child: {child.error}"
+    line = child.said(finished)
+    if line:
+        estimate.append(float(line.split()[1]))
+        del estimate[:-8]
+    return line
+
+
 def cut_during_recovery(w: Workload, estimate: list[float]) -> bool:
     """Kill a child that reopens the (torn) log, cut the power; True when the kill
     landed after recovery began and before it finished."""
@@ -401,12 +380,7 @@ def cut_during_recovery(w: Workload, estimate: list[float]) -> bool:
     # Mostly within the time a recovery takes; now and then later, which also
     # keeps the estimate learning from recoveries that finished.
     time.sleep(w.rng.uniform(0, 1.3 * mean if w.rng.random() < 0.8 else 0.05))
-    child.kill()
-    assert child.killed_by_us and child.error is None, f"recovery failed in the child: {child.error}"
-    opened = child.said("opened")
-    if opened:
-        estimate.append(float(opened.split()[1]))
-        del estimate[:-8]
+    opened = _kill_and_time(child, "recovery", "opened", estimate)
     w.fs.power_cut()
     return child.said("begin") is not None and opened is None
 
@@ -511,13 +485,7 @@ def repair_rounds(fs: LazyFS, impl: str, seed: int, rounds: int, runner: str = "
             child.wait_for("done")  # the first repair runs to the end: how long one takes
         else:
             time.sleep(rng.uniform(0, 1.2 * sum(estimate) / len(estimate)))
-        child.kill()
-        assert child.killed_by_us and child.error is None, f"repair failed in the child: {child.error}"
-        done = child.said("done")
-        if done:
-            estimate.append(float(done.split()[1]))
-            del estimate[:-8]
-        elif child.said("begin"):
+        if not _kill_and_time(child, "repair", "done", estimate) and child.said("begin"):
             counts.bump("mid_repair")
         fs.power_cut()
         counts.cuts += 1

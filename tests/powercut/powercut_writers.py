@@ -2,17 +2,9 @@
 
 Each writer runs forever (the parent SIGKILLs it) and tells the parent, through
 ``say``, every operation *before* it starts and every acknowledgement *after*
-the call that makes it durable returned -- the same line protocol as
-tests/test_kill.py, which the parent replays into the model of
-tests/crash/crashsim.py:
-
-``A start n term salt size``  append (or replacing append) of n entries
-``T index``                   truncate from index
-``P index term``              purge up to index
-``R``                         reset
-``H term vote``               save a hard state (durable when the call returns)
-``F``                         everything announced so far is durable
-``F k``                       the first k operations announced are durable (group commit)
+the call that makes it durable returned: the line protocol of
+tests/crash/writer_protocol.py, shared with tests/test_kill.py, which the parent
+replays into the model of tests/crash/crashsim.py.
 
 Children are forked from the test process, which has already imported
 fastlog, so a cut costs a fork rather than a new interpreter.
@@ -31,8 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from crashsim import payload_for
-
-Say = Callable[[str], None]
+from writer_protocol import EngineWriter, LogWriter, Say, hard_state
 
 BROKEN_FDATASYNC_ENV = "FASTLOG_POWERCUT_NO_FDATASYNC"
 
@@ -49,71 +40,31 @@ def _vote(rng: random.Random) -> int | None:
     return rng.choice([None, 1, 2, 3])
 
 
-def _hard_state(term: int, vote: int | None) -> Any:
-    from fastlog import HardState, VotedFor
-
-    return HardState(current_term=term, voted_for=None if vote is None else VotedFor(voted_for_id=vote, voted_for_term=term))
-
-
 def log_writer(say: Say, path: str, seed: int, impl: str, options: dict[str, Any]) -> None:
     """The synchronous ``Log``: append, flush, replace, truncate, purge, reset, hard state."""
-    import fastlog
-    from fastlog import LogId
-    from fastlog.meta import FileMetaStore
-
     rng = random.Random(seed)
     resets = options.get("resets", True)
     sync = "always" if options.get("sync_always") else "none"
-    log = fastlog.Log(path, segment_size=options["segment_size"], sync=sync, implementation=impl)
-    meta = FileMetaStore(path)
-    hs = meta.load_hard_state()
-    hs_term = hs.current_term if hs else 0
-    term = max(log.term_at(log.last_index()) or 0, 1)
-    salt = seed * 1000003
+    w = LogWriter(say, path, seed, sync, impl, options["segment_size"])
     say("ready")
     while True:
         r = rng.random()
-        last, first = log.last_index(), log.first_index()
-        b = log.purge_boundary()
-        low = (b.index if b else 0) + 1
-        salt += 1
-        if r < 0.25 and first:
-            log.flush()
-            say("F")
-        elif r < 0.31 and last > low:
-            term += 1
-            start = rng.randint(max(low, first), last)
-            n, size = rng.randint(1, 8), rng.choice([16, 500])
-            say(f"A {start} {n} {term} {salt} {size}")
-            log.append([log.Entry(index=start + i, term=term, payload=payload_for(start + i, term, salt, size)) for i in range(n)])
-            if sync == "always":
-                say("F")
-        elif r < 0.34 and last > low:
-            cut = rng.randint(low + 1, last)
-            say(f"T {cut}")
-            log.truncate(cut)
-            if sync == "always":
-                say("F")
-        elif r < 0.37 and first and last > first:
-            idx = rng.randint(first, last - 1)
-            t = log.term_at(idx)
-            say(f"P {idx} {t}")
-            log.purge(LogId(index=idx, term=t))
+        w.begin()
+        if r < 0.25 and w.first:
+            w.flush()
+        elif r < 0.31 and w.last > w.low:
+            w.replace(rng, 8, [16, 500])
+        elif r < 0.34 and w.last > w.low:
+            w.truncate(rng)
+        elif r < 0.37 and w.first and w.last > w.first:
+            w.purge(rng)
         elif r < 0.375 and resets:
-            say("R")
-            log.reset()
+            w.reset()
         elif r < 0.40:
-            hs_term += 1
-            vote = _vote(rng)
-            say(f"H {hs_term} {vote}")
-            meta.save_hard_state(_hard_state(hs_term, vote))
+            w.save_hard_state(_vote(rng))
         else:
-            start = last + 1
             n, size = rng.randint(1, 16), rng.choice([0, 16, 100, 300, 1200])
-            say(f"A {start} {n} {term} {salt} {size}")
-            log.append([log.Entry(index=start + i, term=term, payload=payload_for(start + i, term, salt, size)) for i in range(n)])
-            if sync == "always":
-                say("F")
+            w.append(w.last + 1, n, size)
 
 
 def engine_writer(say: Say, path: str, seed: int, impl: str, options: dict[str, Any]) -> None:
@@ -125,51 +76,33 @@ def engine_writer(say: Say, path: str, seed: int, impl: str, options: dict[str, 
     operations that had completed when it called ``flush_async()``.
     """
     import fastlog
-    from fastlog import LogId
 
     async def main() -> None:
         engine = fastlog.open(path, segment_size=options["segment_size"], implementation=impl)
         store, meta = engine.log_store(), engine.meta_store()
         hs = meta.load_hard_state()
-        begun, done = [0], [0]
         hs_term = [hs.current_term if hs else 0]
-        last = store.last_index()
-        term = max(store.term_at(last) or 0, 1) if last else 1
-        salt = [seed * 1000003]
-        order = asyncio.Lock()
+        shared = EngineWriter(say, store, seed)
 
         async def writer(w: int) -> None:
             rng = random.Random(seed * 101 + w)
             while True:
-                async with order:
+                async with shared.order:
                     r = rng.random()
                     first, last = store.first_index(), store.last_index()
                     if r < 0.88 or not first or last <= first:
-                        start, n, size = last + 1, rng.randint(1, 4), rng.choice([0, 16, 200, 900])
-                        salt[0] += 1
-                        batch = [store.Entry(index=start + i, term=term, payload=payload_for(start + i, term, salt[0], size)) for i in range(n)]
-                        begun[0] += 1
-                        mine = begun[0]
-                        say(f"A {start} {n} {term} {salt[0]} {size}")
-                        await store.persist_entries(batch)
+                        n, size = rng.randint(1, 4), rng.choice([0, 16, 200, 900])
+                        await shared.append(last + 1, n, size)
                     elif r < 0.95:
-                        idx = rng.randint(first, last - 1)
-                        t = store.term_at(idx)
-                        begun[0] += 1
-                        mine = begun[0]
-                        say(f"P {idx} {t}")
-                        await store.purge(LogId(index=idx, term=t))
+                        await shared.purge(rng, first, last)
                     else:
                         hs_term[0] += 1
                         vote = _vote(rng)
                         say(f"H {hs_term[0]} {vote}")
-                        meta.save_hard_state(_hard_state(hs_term[0], vote))
+                        meta.save_hard_state(hard_state(hs_term[0], vote))
                         continue
-                    done[0] = max(done[0], mine)
                 if rng.random() < 0.5:
-                    mark = done[0]
-                    await store.flush_async()
-                    say(f"F {mark}")
+                    await shared.flush()
                 else:
                     await asyncio.sleep(0)
 
@@ -192,7 +125,7 @@ def meta_writer(say: Say, path: str, seed: int, impl: str, options: dict[str, An
         term += rng.randint(1, 3)
         vote = _vote(rng)
         say(f"H {term} {vote}")
-        meta.save_hard_state(_hard_state(term, vote))
+        meta.save_hard_state(hard_state(term, vote))
 
 
 def journal_writer(say: Say, path: str, seed: int, impl: str, options: dict[str, Any]) -> None:
