@@ -131,7 +131,7 @@ def test_new_segment_header_is_synced_before_records(tmp_path: Path, impl: str, 
         n = 1
         while len(log.segments()) == 1:  # up to a rollover
             n += 1
-            _fill(log, n, 1)
+            _fill(log, n, n)
         assert calls == ["fdatasync"]  # the new segment's header, before its records
     with fastlog.Log(tmp_path / "b", segment_size=SEG, implementation=impl) as log:
         calls.clear()
