@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lazyfs_mount import LazyFS, ensure_built, unavailable_reason
+from fastlog.testing.lazyfs import LazyFS, ensure_built, unavailable_reason
 from powercut import CutCounts, kill_leftover_children, run_for
 
 
