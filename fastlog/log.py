@@ -744,8 +744,13 @@ class Log:
         else:
             first = core.check_batch(entries)
             self._make_room_for(first)
-        n = len(entries)
-        pos = self._append_to_last(entries, 0) if self._segments else 0
+        self._write_rolling(first, len(entries), lambda pos: self._append_to_last(entries, pos), "entry")
+
+    def _write_rolling(self, first: int, n: int, write: Callable[[int], int], unit: str) -> None:
+        """Write positions 0..n of a batch starting at index ``first``: the rest of
+        the last segment, then new segments.  ``write(pos)`` writes from ``pos``
+        into the last segment and returns the position after what fitted."""
+        pos = write(0) if self._segments else 0
         if pos < n:
             if pos:
                 # This segment may not be the last one once the batch rolls over:
@@ -754,9 +759,9 @@ class Log:
             try:
                 while pos < n:
                     self._roll_over(first if not self._segments else None)
-                    new_pos = self._append_to_last(entries, pos)
+                    new_pos = write(pos)
                     if new_pos == pos:
-                        raise EntryTooLargeError(f"entry {pos} does not fit in an empty segment")
+                        raise EntryTooLargeError(f"the {unit} at {pos} does not fit in an empty segment")
                     pos = new_pos
             except OSError:
                 # A full disk, or a directory that refuses a new file (EROFS,
@@ -1397,27 +1402,13 @@ class Log:
         # segment, then new segments; a failure takes the written part back.
         self._make_room_for(first)
         core = self._core
-        n = len(frames)
-        pos = 0
-        if self._segments:
-            pos = core.append_frames(frames, 0)
+
+        def write(pos: int) -> int:
+            new_pos: int = core.append_frames(frames, pos)
             self._segments[-1].write_end = core.segment_info(-1)[2]
-        if pos < n:
-            if pos:
-                self._segments[-1].dirty = True
-            try:
-                while pos < n:
-                    self._roll_over(first if not self._segments else None)
-                    new_pos = core.append_frames(frames, pos)
-                    self._segments[-1].write_end = core.segment_info(-1)[2]
-                    if new_pos == pos:
-                        raise EntryTooLargeError(f"the frame at byte {pos} does not fit in an empty segment")
-                    pos = new_pos
-            except OSError:
-                if pos:
-                    self._truncate_locked(first)
-                raise
-        self._segments[-1].dirty = True
+            return new_pos
+
+        self._write_rolling(first, len(frames), write, "frame at byte")
 
     def terms(self, start: int, end: int) -> "numpy.ndarray":
         """Terms of the entries ``start..end`` (clamped), a uint64 array (a copy).
