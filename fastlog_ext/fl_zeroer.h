@@ -83,7 +83,8 @@ typedef struct fl_zeroer {
     int syncing;             /* the thread is inside fdatasync(own_fd) */
     int sync_error;          /* errno of a failed sync of the thread; kept for good */
     int fail_next_sync;      /* tests only: report this errno from the next sync */
-    unsigned test_delay_us;  /* tests only: the thread sleeps this long before each zero write */
+    unsigned test_delay_us;  /* tests only: the thread sleeps this long before each zero write,
+                              * and before closing a description it no longer needs */
     int disabled;            /* a fork child could not make the mutex anew: no thread, no locking */
 } fl_zeroer;
 
@@ -131,7 +132,9 @@ int fl_zeroer_sync_error(fl_zeroer *z);
 void fl_zeroer_fail_next_sync(fl_zeroer *z, int err);
 
 /* Tests: the thread sleeps `usec` after taking each zero write and before
- * writing, so a writer that did not wait for it would overtake it. */
+ * writing, so a writer that did not wait for it would overtake it; and before
+ * it closes a description it no longer needs, with the mutex let go, so a
+ * stop asked for meanwhile must still be seen. */
 void fl_zeroer_delay_writes(fl_zeroer *z, unsigned usec);
 
 /* Tests: the next re-initialisation after fork() fails with `err` (0: none). */

@@ -144,24 +144,31 @@ static int reopen_own(int fd) {
 }
 
 /* Called with the mutex held; returns with it held.  Closes own_fd unless it
- * belongs to the segment followed (never while the thread syncs it). */
-static void drop_stale_own_fd(fl_zeroer *z) {
-    if (z->own_fd >= 0 && z->own_token != z->token && !z->syncing) {
-        int fd = z->own_fd;
-        z->own_fd = -1;
-        z->own_token = NULL;
-        z->unsynced = 0;
-        pthread_mutex_unlock(&z->mu);
-        close(fd);
-        pthread_mutex_lock(&z->mu);
-    }
+ * belongs to the segment followed (never while the thread syncs it).  Returns
+ * 1 when it let go of the mutex meanwhile: the caller must then look at the
+ * state again (a stop asked for in that window was broadcast to nobody). */
+static int drop_stale_own_fd(fl_zeroer *z) {
+    if (z->own_fd < 0 || z->own_token == z->token || z->syncing)
+        return 0;
+    int fd = z->own_fd;
+    unsigned delay = z->test_delay_us;
+    z->own_fd = -1;
+    z->own_token = NULL;
+    z->unsynced = 0;
+    pthread_mutex_unlock(&z->mu);
+    if (delay)
+        usleep(delay);
+    close(fd);
+    pthread_mutex_lock(&z->mu);
+    return 1;
 }
 
 static void *zeroer_main(void *arg) {
     fl_zeroer *z = (fl_zeroer *)arg;
     pthread_mutex_lock(&z->mu);
     while (!z->stop) {
-        drop_stale_own_fd(z);
+        if (drop_stale_own_fd(z))
+            continue;
         if (z->token == NULL || z->error || z->prepared >= z->goal) {
             if (z->unsynced && z->own_fd >= 0 && z->own_token == z->token) {
                 /* All asked for is written: sync it once, with nothing held. */

@@ -11,6 +11,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -851,6 +852,45 @@ static void test_zeroer_synced(void) {
     close(fd2);
 }
 
+/* A stop asked for while the thread closes a description it no longer needs
+ * (with the mutex let go) must still end the thread.  Seen failing: before the
+ * thread looked at the state again after that close, it went to wait for work
+ * with the stop already broadcast, and destroy joined it forever (an exit
+ * without close() hung about 1 time in 100).  The alarm turns a hang into a
+ * failure. */
+static void on_join_timeout(int sig) {
+    (void)sig;
+    static const char msg[] = "zeroer_stop_while_closing: destroy did not return (lost stop)\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    _exit(1);
+}
+
+static void test_zeroer_stop_while_closing(void) {
+    const size_t M = 1024 * 1024, size = 8 * M;
+    for (int round = 0; round < 5; round++) {
+        int fd = scratch_file(size);
+        int token = 0;
+        fl_zeroer z;
+        CHECK_EQ(fl_zeroer_init(&z), 0);
+        int fds_before = open_fds();
+        /* Synced mode with help: the thread opens its own description. */
+        fl_zeroer_advance(&z, &token, fd, 4096, 8192, 0, size, 256 * 1024, 2 * M);
+        for (int i = 0; i < 2000 && open_fds() == fds_before; i++)
+            sleep_ms(1);
+        CHECK_EQ(open_fds(), fds_before + 1);
+        fl_zeroer_delay_writes(&z, 100 * 1000);
+        fl_zeroer_release(&z, &token); /* the thread now closes it, slowly */
+        sleep_ms(20);                  /* inside that window */
+        signal(SIGALRM, on_join_timeout);
+        alarm(10);
+        fl_zeroer_destroy(&z);
+        alarm(0);
+        signal(SIGALRM, SIG_DFL);
+        CHECK_EQ(open_fds(), fds_before);
+        close(fd);
+    }
+}
+
 /* A child of fork(): the zeroer starts afresh, or, when that fails, stays
  * disabled (the writer zeroes alone); either way it works and frees cleanly. */
 static void fork_child_case(int fail_reinit) {
@@ -920,6 +960,7 @@ static const struct test_case cases[] = {
     {"zeroer", test_zeroer},
     {"zeroer_synced", test_zeroer_synced},
     {"zeroer_fork", test_zeroer_fork},
+    {"zeroer_stop_while_closing", test_zeroer_stop_while_closing},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
