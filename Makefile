@@ -35,8 +35,11 @@ test-c:
 test-ext: build fs-tools
 	FASTLOG_REQUIRE_EXTENSION=1 FASTLOG_REQUIRE_PEERS=1 $(PY) -m pytest -q -p no:cacheprovider --benchmark-disable
 
+# The default core forced to pure Python: the tests that name their core ran
+# against both cores in test-ext, so this run keeps the rest (tests/conftest.py).
 test-py: build
-	FASTLOG_NO_EXTENSIONS=1 FASTLOG_REQUIRE_PEERS=1 $(PY) -m pytest -q -p no:cacheprovider --benchmark-disable -m "not slow"
+	FASTLOG_NO_EXTENSIONS=1 FASTLOG_DEFAULT_CORE_ONLY=1 FASTLOG_REQUIRE_PEERS=1 \
+	    $(PY) -m pytest -q -p no:cacheprovider --benchmark-disable -m "not slow"
 
 # CI fuzzes the C decoder for a bounded time (FUZZ_SECONDS) as part of the suite.
 FUZZ_SECONDS ?= 30
@@ -59,7 +62,12 @@ lazyfs:
 	elif bash $(LAZYFS_SRC)/build.sh build/lazyfs > build/lazyfs-build.log 2>&1; then echo "lazyfs: built build/lazyfs/lazyfs"; \
 	else echo "lazyfs: build failed (build/lazyfs-build.log); the power-cut tests will skip"; fi
 
-test: build typecheck fs-tools test-c asan fuzz lazyfs test-ext test-py sdist-check perf-gate
+# The checks that only compile and run C or mypy go two at a time (each keeps
+# its output together); the test runs follow one after another.  fs-tools runs
+# first, alone: it and fuzz may both need apt-get, which takes one at a time.
+test: build fs-tools
+	$(MAKE) --no-print-directory -j2 --output-sync=target typecheck test-c asan fuzz lazyfs
+	$(MAKE) --no-print-directory test-ext test-py sdist-check perf-gate
 
 # The release as a user gets it: build the sdist, install it (compiling the
 # shipped C) in a fresh venv, and run the sdist's own tests against the installed

@@ -44,3 +44,27 @@ def all_core_modules() -> List[ModuleType]:
             if _env_flag("FASTLOG_REQUIRE_EXTENSION"):
                 raise
     return mods
+
+
+# FASTLOG_DEFAULT_CORE_ONLY=1 (the Makefile's pure-Python run): keep only the
+# tests that use whichever core the package picks by default.  Tests that name
+# their core (the ``core_module`` / ``all_core_modules`` fixtures) already ran
+# against both cores in the compiled run, and tests marked ``core_independent``
+# exercise nothing a core changes.
+_PER_CORE_FIXTURES = ("core_module", "all_core_modules")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: List[pytest.Item]) -> None:
+    if not _env_flag("FASTLOG_DEFAULT_CORE_ONLY"):
+        return
+    keep: List[pytest.Item] = []
+    dropped: List[pytest.Item] = []
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        if item.get_closest_marker("core_independent") or any(f in names for f in _PER_CORE_FIXTURES):
+            dropped.append(item)
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep

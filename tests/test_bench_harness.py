@@ -18,6 +18,9 @@ from fastlog.bench.subjects import Subject
 from fastlog.bench.workloads import WORKLOAD_IDS, parse_workloads
 from fastlog.cli import build_parser, main
 
+# The harness's options, checks and reports; the engines' cores are measured by the benchmarks.
+pytestmark = pytest.mark.core_independent
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

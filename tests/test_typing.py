@@ -21,6 +21,9 @@ from typing import Set
 
 import pytest
 
+# Type checking reads the stubs and sources, never runs a core.
+pytestmark = pytest.mark.core_independent
+
 pytest.importorskip("mypy", reason="mypy is not installed (pip install mypy, or the 'dev' extra)")
 
 ROOT = Path(__file__).resolve().parent.parent
