@@ -14,11 +14,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from core_modules import CORE_NAMES
 
-from fastlog.bench.powercut import BROKEN_BUILDS, lazyfs_problem, payload_for, run_power_cuts, select_engines, term_for
+from fastlog.bench.powercut import (
+    BROKEN_BUILDS,
+    lazyfs_problem,
+    payload_for,
+    run_power_cuts,
+    select_engines,
+    term_for,
+)
 from fastlog.cli import main
 
 _problem: list[str | None] = []
@@ -32,10 +40,10 @@ def _lazyfs_or_skip() -> None:
 
 
 @pytest.fixture
-def fastlog_engine(core_module: object) -> str:
+def fastlog_engine(core_module: ModuleType) -> str:
     """The registry name of fastlog on the core under test (``fastlog`` is the compiled
     one unless FASTLOG_NO_EXTENSIONS=1, when only the pure-Python core is tested)."""
-    return "fastlog-python" if getattr(core_module, "IMPLEMENTATION") == "python" else "fastlog"
+    return "fastlog-python" if core_module.IMPLEMENTATION == "python" else "fastlog"
 
 
 def test_payloads_tell_entries_apart() -> None:

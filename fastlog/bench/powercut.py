@@ -274,6 +274,8 @@ class CutTally:
     #: cuts after which the engine started over in a fresh directory
     restarts: int = 0
     recovery_seconds: List[float] = field(default_factory=list)
+    #: entries in the log the last reopen found (the logs grow from cut to cut)
+    last_entries: int = 0
     problems: List[str] = field(default_factory=list)
     #: the cuts ended early (a writer that would not start, LazyFS failing)
     stopped: bool = False
@@ -294,6 +296,7 @@ class CutTally:
             "stopped_early": self.stopped,
             "median_recovery_seconds": self.median_recovery,
             "recovery_seconds": self.recovery_seconds,
+            "entries_at_last_reopen": self.last_entries,
             "problems": self.problems[:20],
         }
 
@@ -502,6 +505,7 @@ class _EngineCuts:
             t.problems.append(f"cut {t.cuts}: {self.path.name} did not reopen: {got['error']}")
         else:
             t.recovery_seconds.append(float(got["recovery"]))
+            t.last_entries = int(got["last"])
             t.lost += int(got["lost"])
             t.stray += int(got["stray"])
             if got["lost"] or got["stray"]:
