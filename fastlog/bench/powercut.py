@@ -384,14 +384,18 @@ def lazyfs_problem() -> Optional[str]:
     return None
 
 
-def _child(args: Sequence[str], env: Dict[str, str]) -> "subprocess.Popen[bytes]":
+def _child(args: Sequence[str], env: Dict[str, str], stderr: Any = subprocess.PIPE) -> "subprocess.Popen[bytes]":
     return subprocess.Popen(
         [sys.executable, "-m", "fastlog.bench.powercut", *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         env=env,
     )
+
+
+def _tail(text: bytes, lines: int = 3) -> str:
+    return " | ".join(text.decode(errors="replace").strip().splitlines()[-lines:])
 
 
 class _Lines:
@@ -452,27 +456,29 @@ class _EngineCuts:
     def write_and_kill(self) -> int:
         """Run a writer, SIGKILL it at a random moment; the last index it acknowledged."""
         seed = self.rng.randrange(1 << 30)
-        proc = _child(["write", self.engine, str(self.path), str(seed), str(self.size)], self.env)
-        lines = _Lines(proc)
-        try:
-            ready = lines.wait_for("ready", CHILD_TIMEOUT)
-            if ready is None:
-                proc.kill()
+        # stderr in a file: nobody reads it while the writer runs, and a pipe could fill up
+        with tempfile.TemporaryFile() as err:
+            proc = _child(["write", self.engine, str(self.path), str(seed), str(self.size)], self.env, stderr=err)
+            lines = _Lines(proc)
+            died = None
+            try:
+                if lines.wait_for("ready", CHILD_TIMEOUT) is None:
+                    died = "did not start"
+                else:
+                    # Mostly within the first few hundred batches, now and then later.
+                    time.sleep(self.rng.uniform(0.01, 0.3) if self.rng.random() < 0.8 else self.rng.uniform(0.3, 1.0))
+                    if proc.poll() is not None:
+                        died = f"ended on its own with status {proc.returncode}"
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
                 proc.wait()
                 lines.join()
-                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-                raise RuntimeError(f"the {self.engine} writer did not start: {' | '.join(err.strip().splitlines()[-3:])}")
-            # Mostly within the first few hundred batches, now and then later.
-            time.sleep(self.rng.uniform(0.01, 0.3) if self.rng.random() < 0.8 else self.rng.uniform(0.3, 1.0))
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            lines.join()
-            if proc.stderr is not None:
-                proc.stderr.close()
-            if proc.stdout is not None:
-                proc.stdout.close()
+                if proc.stdout is not None:
+                    proc.stdout.close()
+            if died is not None:
+                err.seek(0)
+                raise RuntimeError(f"the {self.engine} writer {died}: {_tail(err.read())}")
         acks = [int(line.split()[1]) for line in lines.lines if line.startswith("ack ")]
         return acks[-1] if acks else 0
 
@@ -486,8 +492,7 @@ class _EngineCuts:
             return {"error": f"the reopen did not finish in {CHILD_TIMEOUT:.0f} s"}
         text = out.decode(errors="replace").strip().splitlines()
         if proc.returncode != 0 or not text:
-            tail = " | ".join(err.decode(errors="replace").strip().splitlines()[-3:])
-            return {"error": f"the reopening child ended with status {proc.returncode}: {tail}"}
+            return {"error": f"the reopening child ended with status {proc.returncode}: {_tail(err)}"}
         result: Dict[str, Any] = json.loads(text[-1])
         return result
 
