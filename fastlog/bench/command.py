@@ -66,7 +66,8 @@ def register(subparsers: Any) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="workloads:\n" + "\n".join(f"  {w.id:<12} {w.title}" for w in WORKLOADS.values())
-        + "\n\nexit status:\n  0  done\n  1  some results are not valid (wrong data or an error)\n"
+        + "\n\nexit status:\n  0  done\n  1  some results are not valid (wrong data or an error, or fastlog lost an "
+        "acknowledged entry under --power-cuts)\n"
         "  2  bad options (e.g. an unknown engine or workload)\n  3  a speed target was missed (--fail-on-miss)",
     )
     parser.add_argument("--engines", help="comma-separated engines (default: all available, plus 'raw', the "
@@ -104,6 +105,16 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run_command)
 
 
+def _speed_engines(args: argparse.Namespace) -> List[str]:
+    """``--engines`` without the names only the power cuts know (PySyncObj's journal)."""
+    names = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if args.power_cuts is None:
+        return names
+    from .powercut import JOURNAL_ENGINE
+
+    return [name for name in names if name != JOURNAL_ENGINE]
+
+
 def _config_from(args: argparse.Namespace) -> Any:
     from .runner import BenchConfig
 
@@ -113,10 +124,7 @@ def _config_from(args: argparse.Namespace) -> Any:
         if value is not None:
             values[field] = value
     if args.engines:
-        from .powercut import JOURNAL_ENGINE
-
-        # PySyncObj's journal is a column of the power cuts only
-        values["engines"] = [e.strip() for e in args.engines.split(",") if e.strip() and e.strip() != JOURNAL_ENGINE]
+        values["engines"] = _speed_engines(args)
     values["workloads"] = parse_workloads(args.workloads)
     if args.scale:
         values["scales"] = parse_sizes(args.scale)
@@ -269,7 +277,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.filesystems:
             print("fastlog bench: --power-cuts runs on its own LazyFS mount, not with --filesystems", file=sys.stderr)
             return 2
-        if (args.workloads or "").strip() == "none":
+        if (args.workloads or "").strip() == "none" or (args.engines and not _speed_engines(args)):
             return _only_power_cuts(args)
     try:
         config = _config_from(args)
