@@ -149,6 +149,11 @@ def _list() -> int:
             print(f"  {s.name:<15} [{role}] {s.description}")
     for name, reason in missing.items():
         print(f"  {name:<15} unavailable: {reason}")
+    from .powercut import JOURNAL_ENGINE, journal_missing
+
+    journal_reason = journal_missing()
+    print(f"  {JOURNAL_ENGINE:<15} " + ("[--power-cuts only] PySyncObj's FileJournal" if journal_reason is None
+                                          else f"unavailable: {journal_reason}"))
     print("workloads:")
     for w in WORKLOADS.values():
         print(f"  {w.id:<15} {w.title} [{w.unit}]: {w.description}")

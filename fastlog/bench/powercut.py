@@ -50,6 +50,8 @@ __all__ = [
     "payload_for",
     "term_for",
     "select_engines",
+    "journal_missing",
+    "lazyfs_problem",
     "run_power_cuts",
 ]
 
@@ -195,9 +197,10 @@ def _check_journal(path: str, need: int, size: int) -> Dict[str, Any]:
     recovery = time.perf_counter() - t0
     entries = [(idx, term, bytes(cmd)) for cmd, idx, term in (journal[k] for k in range(len(journal)))]
     journal._destroy()
+    by_index = {e[0]: e for e in entries}
 
     def read(a: int, b: int) -> List[Tuple[int, int, bytes]]:
-        return [e for e in entries if a <= e[0] <= b]
+        return [by_index[i] for i in range(a, b + 1) if i in by_index]
 
     lost, _ = _count_bad(read, 1, need, size)
     stray, _ = _count_bad(read, need + 1, last, size)
@@ -323,7 +326,7 @@ class PowerCutRun:
         }
 
 
-def _journal_missing() -> Optional[str]:
+def journal_missing() -> Optional[str]:
     try:
         import pysyncobj.journal  # noqa: F401
     except Exception as exc:
@@ -345,7 +348,7 @@ def select_engines(names: Optional[Sequence[str]]) -> Tuple[List[str], Dict[str,
     wanted = list(names) if names is not None else [s.name for s in engines.engines()] + [JOURNAL_ENGINE]
     for name in wanted:
         if name == JOURNAL_ENGINE:
-            reason = _journal_missing()
+            reason = journal_missing()
         elif name == BASELINE:
             if names is not None:
                 skipped[name] = "the raw file baseline is not an engine: no power-cut column"
@@ -493,7 +496,10 @@ class _EngineCuts:
         text = out.decode(errors="replace").strip().splitlines()
         if proc.returncode != 0 or not text:
             return {"error": f"the reopening child ended with status {proc.returncode}: {_tail(err)}"}
-        result: Dict[str, Any] = json.loads(text[-1])
+        try:
+            result: Dict[str, Any] = json.loads(text[-1])
+        except ValueError:
+            return {"error": f"the reopening child said {text[-1][:200]!r}"}
         return result
 
     def one_cut(self) -> None:
