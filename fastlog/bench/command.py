@@ -66,7 +66,8 @@ def register(subparsers: Any) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="workloads:\n" + "\n".join(f"  {w.id:<12} {w.title}" for w in WORKLOADS.values())
-        + "\n\nexit status:\n  0  done\n  1  some results are not valid (wrong data or an error)\n"
+        + "\n\nexit status:\n  0  done\n  1  some results are not valid (wrong data or an error, or fastlog lost an "
+        "acknowledged entry under --power-cuts)\n"
         "  2  bad options (e.g. an unknown engine or workload)\n  3  a speed target was missed (--fail-on-miss)",
     )
     parser.add_argument("--engines", help="comma-separated engines (default: all available, plus 'raw', the "
@@ -96,8 +97,22 @@ def register(subparsers: Any) -> None:
                         help="exit with status 3 when a speed target is missed")
     parser.add_argument("--headline", action="store_true",
                         help="also print the README's summary table (steady-state appends first) as Markdown")
+    parser.add_argument("--power-cuts", type=int, metavar="N",
+                        help="also cut the power N times under every chosen engine (on LazyFS; root and "
+                        "/dev/fuse needed, else skipped with one line) and report acknowledged entries lost, "
+                        "logs that did not reopen and recovery times; '--workloads none' runs only this")
     parser.add_argument("--list", action="store_true", help="list engines and workloads, then exit")
     parser.set_defaults(handler=run_command)
+
+
+def _speed_engines(args: argparse.Namespace) -> List[str]:
+    """``--engines`` without the names only the power cuts know (PySyncObj's journal)."""
+    names = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if args.power_cuts is None:
+        return names
+    from .powercut import JOURNAL_ENGINE
+
+    return [name for name in names if name != JOURNAL_ENGINE]
 
 
 def _config_from(args: argparse.Namespace) -> Any:
@@ -109,7 +124,7 @@ def _config_from(args: argparse.Namespace) -> Any:
         if value is not None:
             values[field] = value
     if args.engines:
-        values["engines"] = [e.strip() for e in args.engines.split(",") if e.strip()]
+        values["engines"] = _speed_engines(args)
     values["workloads"] = parse_workloads(args.workloads)
     if args.scale:
         values["scales"] = parse_sizes(args.scale)
@@ -134,6 +149,11 @@ def _list() -> int:
             print(f"  {s.name:<15} [{role}] {s.description}")
     for name, reason in missing.items():
         print(f"  {name:<15} unavailable: {reason}")
+    from .powercut import JOURNAL_ENGINE, journal_missing
+
+    journal_reason = journal_missing()
+    print(f"  {JOURNAL_ENGINE:<15} " + ("[--power-cuts only] PySyncObj's FileJournal" if journal_reason is None
+                                          else f"unavailable: {journal_reason}"))
     print("workloads:")
     for w in WORKLOADS.values():
         print(f"  {w.id:<15} {w.title} [{w.unit}]: {w.description}")
@@ -201,15 +221,76 @@ def _write_files(args: argparse.Namespace, results: Any, write_chart: Callable[[
         print(problem if problem else f"wrote {args.chart}", file=sys.stderr)
 
 
+def _power_cuts(args: argparse.Namespace) -> Any:
+    """The power-cut run of ``--power-cuts N`` (ValueError for an unknown engine)."""
+    from .powercut import PAYLOAD_SIZE, run_power_cuts
+
+    names = [e.strip() for e in args.engines.split(",") if e.strip()] if args.engines else None
+    return run_power_cuts(
+        names,
+        args.power_cuts,
+        seed=args.seed if args.seed is not None else 1,
+        payload_size=args.entry_size if args.entry_size is not None else PAYLOAD_SIZE,
+        progress=sys.stderr,
+    )
+
+
+def _fastlog_lost(run: Any) -> List[str]:
+    """fastlog engines that lost an acknowledged entry or did not reopen: a bug, never a figure."""
+    return [
+        f"{name} ({t.lost} acknowledged entries lost, {t.failed_reopens} failed reopens, "
+        f"{t.stray} wrong entries{', the run stopped' if t.stopped else ''})"
+        for name, t in run.tallies.items()
+        if name.startswith("fastlog") and (t.lost or t.failed_reopens or t.stray or t.stopped)
+    ]
+
+
+def _only_power_cuts(args: argparse.Namespace) -> int:
+    """``--power-cuts N --workloads none``: the power-cut section alone."""
+    from .powercut import select_engines
+    from .report import format_power_cuts
+    from .runner import write_json_document
+
+    try:
+        select_engines([e.strip() for e in args.engines.split(",") if e.strip()] if args.engines else None)
+    except ValueError as exc:
+        print(f"fastlog bench: {exc}", file=sys.stderr)
+        return 2
+    run = _power_cuts(args)
+    print(format_power_cuts(run))
+    sys.stdout.flush()
+    if args.json:
+        write_json_document(args.json, {"format": "fastlog-bench/1", "power_cuts": run.to_json()})
+        print(f"wrote {args.json}", file=sys.stderr)
+    lost = _fastlog_lost(run)
+    if lost:
+        print("fastlog bench: power cuts: " + ", ".join(lost), file=sys.stderr)
+        return 1
+    return 0
+
+
 def run_command(args: argparse.Namespace) -> int:
     if args.list:
         return _list()
     from .report import format_table, format_targets, write_chart
     from .runner import run_bench
 
+    if args.power_cuts is not None:
+        if args.power_cuts < 1:
+            print("fastlog bench: --power-cuts must be at least 1", file=sys.stderr)
+            return 2
+        if args.filesystems:
+            print("fastlog bench: --power-cuts runs on its own LazyFS mount, not with --filesystems", file=sys.stderr)
+            return 2
+        if (args.workloads or "").strip() == "none" or (args.engines and not _speed_engines(args)):
+            return _only_power_cuts(args)
     try:
         config = _config_from(args)
         config.validate()
+        if args.power_cuts is not None:
+            from .powercut import select_engines
+
+            select_engines([e.strip() for e in args.engines.split(",") if e.strip()] if args.engines else None)
     except ValueError as exc:
         print(f"fastlog bench: {exc}", file=sys.stderr)
         return 2
@@ -220,7 +301,14 @@ def run_command(args: argparse.Namespace) -> int:
     except ValueError as exc:  # e.g. an unknown engine name
         print(f"fastlog bench: {exc}", file=sys.stderr)
         return 2
+    if args.power_cuts is not None:
+        results.power_cuts = _power_cuts(args)
     print(format_table(results))
+    if results.power_cuts is not None:
+        from .report import format_power_cuts
+
+        print()
+        print(format_power_cuts(results.power_cuts))
     targets = format_targets(results)
     if targets:
         print()
@@ -232,6 +320,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(format_headline(results))
     _write_files(args, results, write_chart)
     failed = _invalid(results)
+    if results.power_cuts is not None:
+        failed += [f"power cuts: {item}" for item in _fastlog_lost(results.power_cuts)]
     if failed:
         print("fastlog bench: these results are not valid: " + ", ".join(failed), file=sys.stderr)
         return 1

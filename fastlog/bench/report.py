@@ -20,6 +20,7 @@ __all__ = [
     "format_filesystems",
     "write_filesystem_chart",
     "format_headline",
+    "format_power_cuts",
 ]
 
 _BASELINE_LABELS = {
@@ -577,4 +578,31 @@ def format_headline(results: "BenchResults") -> str:
         if workload_id == "recovery-scale":
             title += f" ({_count(max(cfg.scales))} entries)"
         lines.append(f"| {title} | {format_value(workload, mine)} | {peer_text} | {raw_text} |")
+    return "\n".join(lines)
+
+
+def format_power_cuts(run: Any) -> str:
+    """The power-cut section (:mod:`fastlog.bench.powercut`): one row per engine."""
+    lines = [
+        f"Power cuts on LazyFS [{run.cuts} per engine; lost = acknowledged entries missing or wrong after a cut; "
+        "recovery = reopen + read of the last entry; last log = entries found by the last reopen]"
+    ]
+    if run.unavailable is not None:
+        lines.append(f"  not run: LazyFS cannot run here: {run.unavailable}")
+        return "\n".join(lines)
+    width = max([len(name) for name in run.tallies] + [12])
+    lines.append(f"  {'engine':<{width}}  {'cuts':>5}  {'acknowledged':>12}  {'lost':>6}  {'failed reopens':>14}  "
+                 f"{'median recovery':>15}  {'last log':>9}  durable commit")
+    for name, t in run.tallies.items():
+        median = t.median_recovery
+        recovery = "-" if median is None else _seconds(median)
+        lines.append(f"  {name:<{width}}  {t.cuts:>5}  {t.acknowledged:>12,}  {t.lost:>6,}  {t.failed_reopens:>14}  "
+                     f"{recovery:>15}  {t.last_entries:>9,}  {t.commit}")
+    for name, t in run.tallies.items():
+        if t.stray:
+            lines.append(f"  {name}: {t.stray} entries past the acknowledged ones came back wrong")
+        for problem in t.problems[:3]:
+            lines.append(f"  {name}: {problem}")
+    for name, reason in run.skipped.items():
+        lines.append(f"  skipped {name}: {reason}")
     return "\n".join(lines)

@@ -205,6 +205,8 @@ class BenchResults:
     skipped: Dict[str, str]
     results: Dict[str, Dict[str, WorkloadResult]]
     elapsed: float = 0.0
+    #: ``--power-cuts``: a :class:`fastlog.bench.powercut.PowerCutRun`, or None when not asked for
+    power_cuts: Optional[Any] = None
 
     def get(self, engine: str, workload: str) -> Optional[WorkloadResult]:
         return self.results.get(engine, {}).get(workload)
@@ -247,6 +249,7 @@ class BenchResults:
                 for engine, per in self.results.items()
             },
             "targets": evaluate_targets(self),
+            **({"power_cuts": self.power_cuts.to_json()} if self.power_cuts is not None else {}),
         }
 
     def write_json(self, path: str) -> None:
