@@ -28,6 +28,9 @@ import pytest
 from fastlog.errors import FastlogError
 from fastlog.testing.validate import RULES, Rule, rules_table
 
+# The plugin's machinery is the same whichever core an engine uses.
+pytestmark = pytest.mark.core_independent
+
 REPO = Path(__file__).resolve().parents[1]
 
 DICT_ENGINE = '''\
@@ -52,8 +55,6 @@ from fastlog.testing.validate import (
     check_replace_start, check_start, check_term_follows, check_truncate,
 )
 
-# The plugin's machinery is the same whichever core an engine uses.
-pytestmark = pytest.mark.core_independent
 
 FLAW = os.environ.get("DICT_ENGINE_FLAW", "")
 MAX_ENTRY_SIZE = 16 << 20
