@@ -937,6 +937,25 @@ static void test_zeroer_fork(void) {
     fork_child_case(ENOMEM);
 }
 
+/* Three checksums at once equal three single ones, for every length class
+ * (interleaved single chains below 768 bytes, three-block chains above). */
+static void test_crc_x3(void) {
+    static const size_t lens[] = {0, 1, 3, 4, 7, 8, 9, 28, 31, 60, 284, 289, 767, 768, 1000, 5000};
+    uint8_t *buf = malloc(3 * 5000 + 3);
+    rng_fill(buf, 3 * 5000 + 3);
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        for (size_t shift = 0; shift < 2; shift++) {
+            const uint8_t *data[3] = {buf + shift, buf + 5000 + 2 * shift, buf + 10000 + 3};
+            uint32_t seeds[3] = {0, 0xFFFFFFFFu, (uint32_t)rng_next()};
+            uint32_t out[3];
+            fl_crc32c_x3(seeds, data, lens[i], out);
+            for (int k = 0; k < 3; k++)
+                CHECK_EQ(out[k], fl_crc32c(seeds[k], data[k], lens[i]));
+        }
+    }
+    free(buf);
+}
+
 /* ---- frame batches (frames.c) ------------------------------------------------
  * Seen failing on a deliberately broken build: with the padding check removed
  * from check_body in frames.c, frames_check reported the padding case
@@ -1166,6 +1185,7 @@ static const struct test_case cases[] = {
     {"zeroer_synced", test_zeroer_synced},
     {"zeroer_fork", test_zeroer_fork},
     {"zeroer_stop_while_closing", test_zeroer_stop_while_closing},
+    {"crc_x3", test_crc_x3},
     {"frames_check", test_frames_check},
     {"frames_copy", test_frames_copy},
 };
