@@ -59,6 +59,7 @@ cdef extern from "fastlog_core.h" nogil:
         FL_FRAMES_EMPTY
         FL_FRAMES_NO_ROOM
         FL_FRAMES_NO_SLOTS
+        FL_FRAMES_OTHER_CHAIN
     ctypedef struct fl_frame_walk:
         size_t pos
         size_t count

@@ -223,6 +223,13 @@ cdef inline void _store_u32(uint8_t *p, uint32_t v) noexcept nogil:
     memcpy(p, &v, 4)  # little-endian hosts only, as _read_u32
 
 
+cdef bint _immutable(object frames):
+    """Whether nobody can change the bytes of ``frames`` (bytes, or a memoryview of bytes)."""
+    if type(frames) is bytes:
+        return True
+    return type(frames) is memoryview and type(frames.obj) is bytes
+
+
 cdef int _raise_frame_error(int rc, const fl_frame_walk *w) except -1:
     """Raise the error for status ``rc`` of a walk over frames (fastlog_ext/frames.c)."""
     cdef size_t n = w.count
@@ -1536,7 +1543,8 @@ cdef class LogCore:
         cdef uint32_t sd = 0
         cdef uint64_t floor_term = 0
         cdef bint verify = seed is not None
-        cdef bint mapped
+        cdef bint mapped, in_place
+        cdef const uint8_t *src
         cdef Segment *seg
         cdef int rc = FL_FRAMES_OK, err = 0
         cdef fl_frame_walk w
@@ -1589,7 +1597,11 @@ cdef class LogCore:
                 estimate = need // fs0 + 1 if fs0 else 1
                 _reserve(seg, seg.count + estimate)
                 mapped = self._frames_destination(seg, need, prep_v, win)
-                sink.dst = seg.base + seg.end if mapped else self.wbuf
+                # A follower on the sender's chain writes the sent bytes: with
+                # pwrite they can go straight from the caller's buffer, checked
+                # where they are -- when nobody can change that buffer meanwhile.
+                in_place = not mapped and verify and sd == seg.last_crc and _immutable(frames)
+                sink.dst = seg.base + seg.end if mapped else (NULL if in_place else self.wbuf)
                 sink.room = room if mapped else need
                 sink.written = 0
                 sink.file_off = seg.end
@@ -1615,24 +1627,27 @@ cdef class LogCore:
                     try:
                         _reserve(seg, seg.count + sink.n + sink.n // 2 + 64)
                     except BaseException:
-                        memset(sink.dst, 0, sink.written)
+                        if sink.dst != NULL:
+                            memset(sink.dst, 0, sink.written)
                         raise
                 if rc == FL_FRAMES_NO_ROOM:
                     rc = FL_FRAMES_OK  # not verifying: the rest is for the next segment
                 if rc != FL_FRAMES_OK:
-                    if rc != FL_FRAMES_EMPTY:
+                    if rc != FL_FRAMES_EMPTY and sink.dst != NULL:
                         # fl_frames_check failed past the copied part: take it back.
                         memset(sink.dst, 0, sink.written)
                     _raise_frame_error(rc, &w)
                 if verify and w.first_term < floor_term:
-                    memset(sink.dst, 0, sink.written)
+                    if sink.dst != NULL:
+                        memset(sink.dst, 0, sink.written)
                     raise InvalidTermError(f"entry {w.first_index} has term {w.first_term}, "
                                            f"below the term {floor_term} of the entry before it")
                 if sink.n == 0:
                     return start
                 if not mapped:
+                    src = buf + st if in_place else self.wbuf
                     with nogil:
-                        err = _pwrite_all(seg.fd, self.wbuf, sink.written, seg.end)
+                        err = _pwrite_all(seg.fd, src, sink.written, seg.end)
                     if err:
                         raise OSError(err, os.strerror(err))
                 seg.count += sink.n

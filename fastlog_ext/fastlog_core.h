@@ -124,7 +124,8 @@ enum {
     FL_FRAMES_EMPTY = 9,     /* no frame at all */
     /* not errors: where fl_frames_copy stopped */
     FL_FRAMES_NO_ROOM = 16,  /* the next frame does not fit in the destination */
-    FL_FRAMES_NO_SLOTS = 17  /* the index arrays are full: give more and call again */
+    FL_FRAMES_NO_SLOTS = 17, /* the index arrays are full: give more and call again */
+    FL_FRAMES_OTHER_CHAIN = 18 /* a check in place (no dst) for a receiver on another chain */
 };
 
 /* Progress of a walk over the frames of a batch, on the sender's chain. */
@@ -174,6 +175,12 @@ int fl_frames_check(const uint8_t *buf, size_t size, fl_frame_walk *w);
  * lengths are checked (so memory stays safe), and every crc is recomputed.
  * Returns FL_FRAMES_OK (all copied), FL_FRAMES_NO_ROOM, FL_FRAMES_NO_SLOTS,
  * or an error code.
+ *
+ * A sink with dst NULL checks the frames where they are (verify only) and
+ * records them in the index as if copied, for a caller that writes them
+ * straight from buf: only for a receiver on the batch's chain (sink->chain
+ * equal to the walk's seed, else FL_FRAMES_OTHER_CHAIN), whose crcs are then
+ * the sent ones, and only from a buffer nobody can change meanwhile.
  */
 int fl_frames_copy(const uint8_t *buf, size_t size, fl_frame_walk *w, int verify, fl_frame_sink *sink);
 

@@ -147,6 +147,11 @@ static void land(fl_frame_walk *w, fl_frame_sink *sink, uint8_t *d, uint32_t len
 static int copy_checked(const uint8_t *buf, size_t size, fl_frame_walk *w, fl_frame_sink *sink) {
     size_t pending = 0; /* bytes copied past sink->written and not yet kept */
     int rc = FL_FRAMES_OK;
+    /* No destination: the frames are checked where they are, for a caller
+     * that writes them from there (only right when both chains agree). */
+    int in_place = sink->dst == NULL;
+    if (in_place && sink->chain != w->seed)
+        return FL_FRAMES_OTHER_CHAIN;
     while (w->pos < size) {
         fl_frame_walk ahead = *w;
         uint32_t len[GROUP], stored[GROUP], crc[GROUP], seed[GROUP];
@@ -167,8 +172,12 @@ static int copy_checked(const uint8_t *buf, size_t size, fl_frame_walk *w, fl_fr
                 stop = FL_FRAMES_NO_ROOM;
                 break;
             }
-            d[k] = sink->dst + sink->written + pending;
-            memcpy(d[k], buf + ahead.pos, fs[k]);
+            if (in_place) {
+                d[k] = (uint8_t *)(uintptr_t)(buf + ahead.pos); /* only read: see land */
+            } else {
+                d[k] = sink->dst + sink->written + pending;
+                memcpy(d[k], buf + ahead.pos, fs[k]);
+            }
             pending += fs[k];
             index[k] = ahead.at_index;
             term[k] = ahead.at_term;
@@ -218,7 +227,8 @@ static int copy_checked(const uint8_t *buf, size_t size, fl_frame_walk *w, fl_fr
 
 fail:
     /* All or nothing: what this sink wrote goes back to zeros, as it was. */
-    memset(sink->dst, 0, sink->written + pending);
+    if (!in_place)
+        memset(sink->dst, 0, sink->written + pending);
     return rc;
 }
 
@@ -252,5 +262,9 @@ fail:
 }
 
 int fl_frames_copy(const uint8_t *buf, size_t size, fl_frame_walk *w, int verify, fl_frame_sink *sink) {
-    return verify ? copy_checked(buf, size, w, sink) : copy_trusted(buf, size, w, sink);
+    if (verify)
+        return copy_checked(buf, size, w, sink);
+    if (sink->dst == NULL)
+        return FL_FRAMES_OTHER_CHAIN; /* unchecked frames are never taken as they are */
+    return copy_trusted(buf, size, w, sink);
 }

@@ -15,7 +15,8 @@
  *     bytes), with zero padding, terms that never decrease, the recorded
  *     offsets and terms, and the sender's bytes apart from the crc (the very
  *     bytes when both chains are the same);
- *   - copying an accepted batch without the check writes the same bytes.
+ *   - copying an accepted batch without the check writes the same bytes, and
+ *     checking it in place (no destination) keeps the same frames.
  *
  * Seen failing on a deliberately broken build: with the "whole frame fits"
  * length check removed from check_header in frames.c, AddressSanitizer
@@ -141,6 +142,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         REQUIRE(off == sink.written && sink.chain == c);
         REQUIRE(fl_all_zero(dst, sink.written, room));
         REQUIRE(room < n || sink.written == n); /* a room for all takes all */
+
+        /* Checking in place, for a receiver on the sender's chain, keeps
+         * the same frames. */
+        if (chain == seed) {
+            fl_frame_walk w4;
+            fl_frame_sink sink4 = {NULL, room, 0, 4096, chain, offsets, terms, max_slots, 0};
+            fl_frames_begin(&w4, seed, max_payload);
+            int rc5 = fl_frames_copy(frames, n, &w4, 1, &sink4);
+            REQUIRE(rc5 == FL_FRAMES_OK || rc5 == FL_FRAMES_NO_ROOM);
+            REQUIRE(sink4.n == sink.n && sink4.written == sink.written && sink4.chain == sink.chain);
+        }
 
         /* Copying without the check writes the same bytes. */
         uint8_t *dst2 = calloc(room ? room : 1, 1);

@@ -1141,6 +1141,17 @@ static void test_frames_copy(void) {
     CHECK_EQ(fl_frames_copy(src, size, &w, 1, &sink), FL_FRAMES_OK);
     CHECK(memcmp(dst, src, size) == 0);
 
+    /* In place (no destination): the same walk and index, nothing written;
+     * refused for a receiver on another chain. */
+    CHECK_EQ(copy_frames(src, size, seed, seed, 1, NULL, size, offsets, terms, FRAMES_N, &w, &sink), FL_FRAMES_OK);
+    CHECK_EQ(sink.n, FRAMES_N);
+    CHECK_EQ(sink.written, size);
+    CHECK_EQ(offsets[3], 4096 + offs[3]);
+    CHECK_EQ(copy_frames(src, size, seed, seed + 1, 1, NULL, size, offsets, terms, FRAMES_N, &w, &sink),
+             FL_FRAMES_OTHER_CHAIN);
+    CHECK_EQ(copy_frames(src, size, seed, seed, 0, NULL, size, offsets, terms, FRAMES_N, &w, &sink),
+             FL_FRAMES_OTHER_CHAIN);
+
     /* All or nothing: a bad last frame zeroes everything the sink wrote,
      * across calls too. */
     uint8_t *bad = malloc(size);
