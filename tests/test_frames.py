@@ -502,3 +502,72 @@ def test_same_chain_writes_the_leaders_bytes(tmp_path, impl):
         follower.append_frames(leader.read_frames(1211, 3000))
         assert follower.read_frames(1, 3000) == leader.read_frames(1, 3000)
         assert follower.verify() == []
+
+
+@pytest.mark.parametrize("flushed", [False, True])
+def test_full_disk_takes_a_batch_back_whole(tmp_path, impl, monkeypatch, flushed):
+    """A batch over a segment boundary that meets a full disk (the write into
+    the next segment, or that segment's header) raises StorageFullError and
+    leaves the follower as it was; the same batch goes in once there is room.
+
+    Seen failing (the part written into the first segment kept) with the
+    take-back of Log._write_rolling removed, on both cores.
+    """
+    import errno
+
+    from fastlog import _osio
+    from fastlog.errors import StorageFullError
+
+    leader = make(str(tmp_path / "l"), impl)
+    follower = make(str(tmp_path / "f"), impl)
+    with leader, follower:
+        leader.append(batch(leader, 1, 1500, term=2))
+        follower.append(batch(follower, 1, 10, term=2))
+        if flushed:
+            follower.flush()
+        good = leader.read_frames(11, 1500)
+        before = content(follower)
+        real_core = follower._core
+        calls = []
+
+        class FullAfterFirst:
+            """append_frames fails with ENOSPC after its first call, writing nothing."""
+
+            def __getattr__(self, name: str) -> Any:
+                real = getattr(real_core, name)
+                if name != "append_frames":
+                    return real
+
+                def call(*args: Any, **kw: Any) -> Any:
+                    calls.append(args[1] if len(args) > 1 else 0)
+                    if len(calls) > 1:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    return real(*args, **kw)
+
+                return call
+
+        follower._core = FullAfterFirst()
+        try:
+            with pytest.raises(StorageFullError):
+                follower.append_frames(good)
+        finally:
+            follower._core = real_core
+        assert len(calls) == 2 and calls[1] > 0  # failed in the second segment
+        assert content(follower) == before
+
+        real_pwrite = _osio.pwrite_all
+
+        def header_fails(fd: int, data: Any, offset: int) -> None:
+            if offset == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real_pwrite(fd, data, offset)
+
+        monkeypatch.setattr(_osio, "pwrite_all", header_fails)
+        with pytest.raises(StorageFullError):
+            follower.append_frames(good)
+        monkeypatch.setattr(_osio, "pwrite_all", real_pwrite)
+        assert content(follower) == before
+        follower.append_frames(good)
+        assert content(follower) == content(leader)
+    with make(str(tmp_path / "f"), impl) as follower:
+        assert follower.last_index() == 1500 and follower.verify() == []
