@@ -1614,7 +1614,7 @@ cdef class LogCore:
                 if mapped:
                     in_place = False  # a small batch stored through the mapping
                 sink.dst = seg.base + seg.end if mapped else (NULL if in_place else self.wbuf)
-                sink.room = room if mapped else need
+                sink.room = need  # what the batch can take of the segment: all made ready above
                 sink.written = 0
                 sink.file_off = seg.end
                 sink.chain = seg.last_crc
@@ -1623,7 +1623,7 @@ cdef class LogCore:
                     sink.offsets = seg.offsets + seg.count
                     sink.terms = seg.terms + seg.count
                     sink.cap = seg.cap - seg.count
-                    if need >= _NOGIL_BYTES:
+                    if size - st >= _NOGIL_BYTES:
                         with nogil:
                             rc = fl_frames_copy(buf, size, &w, verify, &sink)
                             if rc == FL_FRAMES_NO_ROOM and verify:
