@@ -162,14 +162,23 @@ class LogCore(Protocol):
         Returns ``(status, offset)``: FL_OK and the end offset, or the error and
         the offset of the first bad record."""
 
-    def read_frames(self, start: int, end: int) -> Tuple[int, bytes]:
-        """(chain seed of the first record, the records start..end, clamped, as stored)."""
+    def read_frames(self, start: int, end: int) -> bytes:
+        """The records start..end (clamped) as a frame batch: header with the chain seed, frames as stored."""
 
     def check_frames(self, frames: Any, seed: int) -> Tuple[int, int, int, int]:
         """Check frames chained from ``seed``: (first index, count, first term, last term)."""
 
-    def append_frames(self, frames: Any, start: int = 0) -> int:
-        """Write checked frames from byte ``start`` on, re-chained; the byte position reached."""
+    def append_frames(
+        self,
+        frames: Any,
+        start: int = 0,
+        seed: Optional[int] = None,
+        prepare: int = 0,
+        ahead: int = -1,
+        min_term: int = 0,
+    ) -> int:
+        """Write frames from byte ``start`` on, re-chained; the byte position reached.
+        With ``seed`` the whole rest of the batch is checked first (all or nothing)."""
 
     def index_columns(self, start: int, end: int) -> Tuple[bytes, bytes, bytes]:
         """Copies of the index of start..end: terms, segment first indexes, offsets (uint64)."""

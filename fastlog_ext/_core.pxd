@@ -44,6 +44,48 @@ cdef extern from "fastlog_core.h" nogil:
                    uint64_t *offsets, uint64_t *terms, size_t cap, int *status)
     int fl_all_zero(const uint8_t *buf, size_t start, size_t end)
 
+    unsigned int FL_BATCH_VERSION
+    unsigned int FL_BATCH_HEADER_SIZE
+    enum:
+        FL_FRAMES_OK
+        FL_FRAMES_TRUNCATED
+        FL_FRAMES_RESERVED
+        FL_FRAMES_TOO_LARGE
+        FL_FRAMES_INDEX_ZERO
+        FL_FRAMES_INDEX
+        FL_FRAMES_TERM
+        FL_FRAMES_CRC
+        FL_FRAMES_PADDING
+        FL_FRAMES_EMPTY
+        FL_FRAMES_NO_ROOM
+        FL_FRAMES_NO_SLOTS
+        FL_FRAMES_OTHER_CHAIN
+    ctypedef struct fl_frame_walk:
+        size_t pos
+        size_t count
+        uint32_t seed
+        uint32_t max_payload
+        uint64_t next_index
+        uint64_t first_index
+        uint64_t first_term
+        uint64_t last_term
+        uint64_t at_index
+        uint64_t at_term
+        uint32_t at_length
+    ctypedef struct fl_frame_sink:
+        uint8_t *dst
+        size_t room
+        size_t written
+        uint64_t file_off
+        uint32_t chain
+        uint64_t *offsets
+        uint64_t *terms
+        size_t cap
+        size_t n
+    void fl_frames_begin(fl_frame_walk *w, uint32_t seed, uint32_t max_payload)
+    int fl_frames_check(const uint8_t *buf, size_t size, fl_frame_walk *w)
+    int fl_frames_copy(const uint8_t *buf, size_t size, fl_frame_walk *w, int verify, fl_frame_sink *sink)
+
 
 cdef extern from "fl_zeroer.h" nogil:
     ctypedef struct fl_zeroer:
@@ -127,5 +169,8 @@ cdef class LogCore:
                             BatchItem *out, Py_ssize_t *gathered, uint64_t *first,
                             size_t *total) except -1
     cdef bint _clamp(self, uint64_t *a, uint64_t *b) noexcept
+    cdef size_t _frames_measure(self, uint64_t a0, uint64_t b0, uint64_t *a, uint64_t *b, Py_ssize_t *p) except? 0
     cdef size_t _frames_span(self, Py_ssize_t p, uint64_t a, uint64_t b, uint8_t *dst) noexcept
     cdef int _check_span(self, Segment *s, object start, object end) except -1
+    cdef int _frames_destination(self, Segment *seg, size_t need, size_t prep_v, size_t win,
+                                 bint buffer) except -1

@@ -219,6 +219,43 @@ cdef inline uint32_t _read_u32(const uint8_t *p) noexcept nogil:
     return v
 
 
+cdef inline void _store_u32(uint8_t *p, uint32_t v) noexcept nogil:
+    memcpy(p, &v, 4)  # little-endian hosts only, as _read_u32
+
+
+cdef bint _immutable(object frames):
+    """Whether nobody can change the bytes of ``frames`` (bytes, or a memoryview of bytes)."""
+    if type(frames) is bytes:
+        return True
+    return type(frames) is memoryview and type(frames.obj) is bytes
+
+
+cdef int _raise_frame_error(int rc, const fl_frame_walk *w) except -1:
+    """Raise the error for status ``rc`` of a walk over frames (fastlog_ext/frames.c)."""
+    cdef size_t n = w.count
+    if rc == FL_FRAMES_EMPTY:
+        raise InvalidEntryError("no frames")
+    if rc == FL_FRAMES_TRUNCATED:
+        raise InvalidEntryError(f"frame {n} at byte {w.pos} is truncated")
+    if rc == FL_FRAMES_RESERVED:
+        raise InvalidEntryError(f"frame {n} at byte {w.pos}: reserved bytes set or unknown kind")
+    if rc == FL_FRAMES_TOO_LARGE:
+        raise EntryTooLargeError(
+            f"frame {n}: payload of {w.at_length} bytes exceeds the maximum of {w.max_payload}")
+    if rc == FL_FRAMES_INDEX_ZERO:
+        raise InvalidIndexError("index 0 is reserved; entries start at 1")
+    if rc == FL_FRAMES_INDEX:
+        raise InvalidIndexError(f"frame {n} has index {w.at_index}, expected {w.next_index}")
+    if rc == FL_FRAMES_TERM:
+        raise InvalidTermError(
+            f"frame terms decrease: frame {n} (index {w.at_index}) has term {w.at_term} after {w.last_term}")
+    if rc == FL_FRAMES_CRC:
+        raise InvalidEntryError(f"frame {n} (index {w.at_index}) fails its checksum on the declared chain")
+    if rc == FL_FRAMES_PADDING:
+        raise InvalidEntryError(f"frame {n} (index {w.at_index}) has non-zero padding")
+    raise InvalidEntryError(f"frame {n} at byte {w.pos}: refused (status {rc})")
+
+
 cdef object _as_batch(object entries):
     """The batch as a list or tuple (PySequence_Fast), or EntryTypeError."""
     if PyList_CheckExact(entries) or PyTuple_CheckExact(entries):
@@ -1340,39 +1377,49 @@ cdef class LogCore:
     # -- frames: records shipped as stored bytes (docs/format.md, "Frame batches") --
 
     def read_frames(self, start, end):
-        """(chain seed of the first record, the stored frames of start..end, clamped) as bytes."""
+        """The records start..end (clamped) as a frame batch: the 16-byte batch
+        header carrying the chain seed of the first record, then the frames as
+        stored.  One copy per segment, straight into the returned bytes."""
         cdef uint64_t a0, b0, a, b
-        cdef Py_ssize_t p0
+        cdef Py_ssize_t p0 = -1
         cdef size_t total
-        cdef uint32_t seed
+        cdef uint32_t seed = 0
         cdef Segment *s
         cdef size_t k
+        cdef uint8_t *dst
         _to_u64(start, "start", &a0)
         _to_u64(end, "end", &b0)
         while True:
-            a = a0
-            b = b0
-            if not self._clamp(&a, &b):
-                return (0, b"")
-            p0 = self._find(a)
-            if p0 < 0:
-                raise CorruptionError(f"segment table has no entry {a}")
-            total = self._frames_span(p0, a, b, NULL)
-            out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>total)
+            total = self._frames_measure(a0, b0, &a, &b, &p0)
+            out = PyBytes_FromStringAndSize(NULL, <Py_ssize_t>(FL_BATCH_HEADER_SIZE + total))
             # Allocating may run a garbage collection, hence Python code that
             # lets another thread change the log: measure again before copying.
-            a = a0
-            b = b0
-            if not self._clamp(&a, &b):
-                return (0, b"")
-            p0 = self._find(a)
-            if p0 >= 0 and self._frames_span(p0, a, b, NULL) == total:
+            if self._frames_measure(a0, b0, &a, &b, &p0) == total:
                 break
-        s = self.segs[p0]
-        k = <size_t>(a - s.first)
-        seed = s.seed if k == 0 else _read_u32(s.base + s.offsets[k - 1])
-        self._frames_span(p0, a, b, <uint8_t *>PyBytes_AS_STRING(out))
-        return (seed, out)
+        dst = <uint8_t *>PyBytes_AS_STRING(out)
+        if total:
+            s = self.segs[p0]
+            k = <size_t>(a - s.first)
+            seed = s.seed if k == 0 else _read_u32(s.base + s.offsets[k - 1])
+            # With the GIL held: a writer on another thread waits for the copy
+            # (a call marked busy would make it fail instead, see _enter).
+            self._frames_span(p0, a, b, dst + FL_BATCH_HEADER_SIZE)
+        memcpy(dst, b"FLFR", 4)
+        _store_u32(dst + 4, FL_BATCH_VERSION)
+        _store_u32(dst + 8, seed)
+        _store_u32(dst + 12, 0)
+        return out
+
+    cdef size_t _frames_measure(self, uint64_t a0, uint64_t b0, uint64_t *a, uint64_t *b, Py_ssize_t *p) except? 0:
+        """Bytes of the records a0..b0 clamped to [a, b], from segment ``p`` on (0: none)."""
+        a[0] = a0
+        b[0] = b0
+        if not self._clamp(a, b):
+            return 0
+        p[0] = self._find(a[0])
+        if p[0] < 0:
+            raise CorruptionError(f"segment table has no entry {a[0]}")
+        return self._frames_span(p[0], a[0], b[0], NULL)
 
     cdef size_t _frames_span(self, Py_ssize_t p, uint64_t a, uint64_t b, uint8_t *dst) noexcept:
         """Bytes of the records a..b from segment ``p`` on; copies them to ``dst`` unless NULL."""
@@ -1399,105 +1446,127 @@ cdef class LogCore:
     def check_frames(self, frames, seed):
         """Check a run of frames chained from ``seed``: (first index, count, first term, last term).
 
-        The checks and their order are those of the pure-Python core."""
+        The checks and their order are those of fl_frames_check (fastlog_ext/frames.c)."""
         cdef Py_buffer view
-        cdef uint32_t sd, c
-        cdef const uint8_t *buf
-        cdef size_t size, pos = 0, count = 0, fs, length, pad
-        cdef uint64_t index = 0, term = 0, t = 0, kindword, first = 0, expect = 0, first_term = 0
-        cdef int problem = 0
-        cdef size_t max_payload = self._max_payload
+        cdef uint32_t sd
+        cdef fl_frame_walk w
+        cdef int rc
         _to_u32(seed, "seed", &sd)
         _get_buffer(frames, &view, "frames")
         try:
-            buf = <const uint8_t *>view.buf
-            size = <size_t>view.len
-            if size == 0:
-                raise InvalidEntryError("no frames")
-            c = sd
-            with nogil:
-                while pos < size:
-                    if size - pos < FL_REC_HEADER_SIZE:
-                        problem = 1
-                        break
-                    length = _read_u32(buf + pos + 4)
-                    memcpy(&index, buf + pos + 8, 8)
-                    memcpy(&t, buf + pos + 16, 8)
-                    memcpy(&kindword, buf + pos + 24, 8)
-                    if kindword > FL_KIND_MAX:
-                        problem = 2
-                        break
-                    if length > max_payload:
-                        problem = 3
-                        break
-                    fs = fl_frame_size(<uint32_t>length)
-                    if fs > size - pos:
-                        problem = 1
-                        break
-                    if count == 0:
-                        if index == 0:
-                            problem = 4
-                            break
-                        first = index
-                        first_term = t
-                    elif index != expect or expect == 0:
-                        problem = 5
-                        break
-                    elif t < term:
-                        problem = 6
-                        break
-                    if fl_crc32c(c, buf + pos + 4, FL_REC_HEADER_SIZE - 4 + length) != _read_u32(buf + pos):
-                        problem = 7
-                        break
-                    pad = FL_REC_HEADER_SIZE + length
-                    if not fl_all_zero(buf + pos, pad, fs):
-                        problem = 8
-                        break
-                    c = _read_u32(buf + pos)
-                    term = t
-                    expect = index + 1
-                    count += 1
-                    pos += fs
+            fl_frames_begin(&w, sd, self._max_payload)
+            if <size_t>view.len >= _NOGIL_BYTES:
+                with nogil:
+                    rc = fl_frames_check(<const uint8_t *>view.buf, <size_t>view.len, &w)
+            else:
+                rc = fl_frames_check(<const uint8_t *>view.buf, <size_t>view.len, &w)
         finally:
             PyBuffer_Release(&view)
-        if problem == 1:
-            raise InvalidEntryError(f"frame {count} at byte {pos} is truncated")
-        if problem == 2:
-            raise InvalidEntryError(f"frame {count} at byte {pos}: reserved bytes set or unknown kind")
-        if problem == 3:
-            raise EntryTooLargeError(
-                f"frame {count}: payload of {length} bytes exceeds the maximum of {self._max_payload}")
-        if problem == 4:
-            raise InvalidIndexError("index 0 is reserved; entries start at 1")
-        if problem == 5:
-            raise InvalidIndexError(f"frame {count} has index {index}, expected {expect}")
-        if problem == 6:
-            raise InvalidTermError(
-                f"frame terms decrease: frame {count} (index {index}) has term {t} after {term}")
-        if problem == 7:
-            raise InvalidEntryError(f"frame {count} (index {index}) fails its checksum on the declared chain")
-        if problem == 8:
-            raise InvalidEntryError(f"frame {count} (index {index}) has non-zero padding")
-        return (first, count, first_term, term)
+        if rc != FL_FRAMES_OK:
+            _raise_frame_error(rc, &w)
+        return (w.first_index, w.count, w.first_term, w.last_term)
 
-    def append_frames(self, frames, start=0):
-        """Write checked frames from byte ``start`` on after the last record.
+    cdef int _frames_destination(self, Segment *seg, size_t need, size_t prep_v, size_t win,
+                                 bint buffer) except -1:
+        """Make the file ready for up to ``need`` bytes of frames after the last
+        record of ``seg``; 1: store them through the mapping, 0: write them with
+        one ``pwrite`` (from ``wbuf``, made large enough when ``buffer``).
 
-        The frames must have passed :meth:`check_frames`; each is copied as it
-        is with its CRC recomputed on this log's chain, with ``pwrite`` when the
-        segment has a file (never stores through the mapping, so no zeros ahead
-        are needed).  Returns the byte position after the last frame written
-        (``start`` when none fits)."""
-        cdef Py_buffer view
-        cdef const uint8_t *buf
-        cdef size_t size, st, pos, fs, length, room, nfit = 0, i, off
-        cdef uint64_t index, expected
-        cdef uint32_t c
-        cdef uint8_t *dst
-        cdef Segment *seg
+        The same choice as ``append`` makes for a batch of entries, so frames
+        written by a follower cost what entries written by a leader cost:
+        before the first flush zeros ahead and stores through the mapping,
+        after it ``pwrite`` with synced zeros kept ahead by the zeroer."""
+        cdef size_t mapped_v = seg.prepared, prepared = 0
         cdef int err = 0
         cdef void *p
+        if seg.fd < 0:
+            return 1
+        if not seg.writable:
+            prep_v = 0
+            win = 0
+            mapped_v = 0
+        if prep_v and (seg.end + need > mapped_v or win):
+            # Zeros ahead, then stores through the mapping (as append does).
+            if seg.end + need <= mapped_v:
+                err = fl_zeroer_reserve(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need, mapped_v,
+                                        seg.size, prep_v, win, &prepared)
+            else:
+                with nogil:
+                    err = fl_zeroer_reserve(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need,
+                                            mapped_v, seg.size, prep_v, win, &prepared)
+            if err:
+                raise OSError(err, os.strerror(err))
+            seg.prepared = prepared
+            mapped_v = prepared
+        elif win:
+            # Synced zeros ahead of pwrite appends (a flushed log), as append does.
+            if seg.end + need <= seg.prepared and seg.prepared - (seg.end + need) >= win // 2:
+                pass
+            elif seg.end + need <= seg.prepared and self.zeroer.token == <void *>seg:
+                seg.prepared = fl_zeroer_advance(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need,
+                                                 mapped_v, seg.size, _SYNCED_ZERO_CHUNK, win)
+            else:
+                with nogil:
+                    prepared = fl_zeroer_advance(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need,
+                                                 mapped_v, seg.size, _SYNCED_ZERO_CHUNK, win)
+                seg.prepared = prepared
+        elif self.zeroer.token != NULL:
+            # A pwrite append: no zero write may be in flight under it.
+            with nogil:
+                fl_zeroer_release(&self.zeroer, NULL)
+        if seg.end + need <= mapped_v and (prep_v or need <= _SMALL_STORE):
+            return 1  # blocks already written: a store costs less than a syscall
+        if buffer and need > self.wbuf_cap:
+            p = realloc(self.wbuf, need)
+            if p == NULL:
+                raise MemoryError()
+            self.wbuf = <uint8_t *>p
+            self.wbuf_cap = need
+        return 0
+
+    def append_frames(self, frames, start=0, seed=None, prepare=0, ahead=-1, min_term=0):
+        """Write frames from byte ``start`` on after the last record; the byte
+        position after the last frame written (``start`` when none fits).
+
+        With ``seed`` (the batch's chain seed at ``start``) every frame from
+        ``start`` to the end is checked as by :meth:`check_frames` in the same
+        pass that copies the ones that fit, and the frames past the room left
+        are checked too: a bad frame anywhere raises and writes nothing, and
+        so does a first frame whose term is below ``min_term`` (checked last,
+        as Log.append does after the batch's own checks).
+        Without it the frames must have passed :meth:`check_frames`.  Each
+        frame gets its crc on this log's chain.  ``prepare`` and ``ahead``
+        are those of :meth:`append`: where the file is written the same way."""
+        cdef Py_buffer view
+        cdef const uint8_t *buf
+        cdef size_t size, st, room, need, estimate, prep_v = 0, win = 0, fs0
+        cdef uint64_t index, expected
+        cdef uint32_t sd = 0
+        cdef uint64_t floor_term = 0
+        cdef bint verify = seed is not None
+        cdef bint mapped, in_place
+        cdef const uint8_t *src
+        cdef Segment *seg
+        cdef int rc = FL_FRAMES_OK, err = 0
+        cdef fl_frame_walk w
+        cdef fl_frame_sink sink
         start = _as_int(start, "start")
+        if verify:
+            _to_u32(seed, "seed", &sd)
+        _to_u64(min_term, "min_term", &floor_term)
+        prepare = _as_int(prepare, "prepare")
+        if prepare != 0:
+            if prepare < 0 or prepare > (1 << 40) or prepare & (prepare - 1):
+                raise InvalidEntryError(f"prepare must be 0 or a power of two up to 2**40, got {prepare}")
+            prep_v = <size_t>prepare
+        ahead = _as_int(ahead, "ahead")
+        if ahead < -1 or ahead > (1 << 40):
+            raise InvalidEntryError(f"ahead must be -1 or 0..2**40, got {ahead}")
+        if self.zero_ahead:
+            if ahead >= 0:
+                win = <size_t>ahead
+            elif prep_v:
+                win = self.zero_ahead
         _get_buffer(frames, &view, "frames")
         try:
             buf = <const uint8_t *>view.buf
@@ -1505,6 +1574,7 @@ cdef class LogCore:
             if start < 0 or <size_t>start >= size:
                 raise InvalidIndexError(f"start {start} outside the frames ({size} bytes)")
             st = <size_t>start
+            # From here on no Python code runs (see _enter).
             self._enter("append_frames")
             try:
                 if self.nsegs == 0:
@@ -1513,63 +1583,93 @@ cdef class LogCore:
                 if not seg.writable and seg.fd < 0:
                     raise FastlogError("the last segment's buffer is read-only")
                 if size - st < FL_REC_HEADER_SIZE:
-                    raise InvalidEntryError(f"no whole frame at byte {st}: frames must pass check_frames")
+                    raise InvalidEntryError(f"frame 0 at byte {st} is truncated")
                 memcpy(&index, buf + st + 8, 8)
                 expected = seg.first + seg.count
                 if index != expected:
                     raise InvalidIndexError(f"entry {index} does not follow the last index {expected - 1}")
+                fl_frames_begin(&w, sd, self._max_payload)
+                w.pos = st
                 room = seg.size - seg.end
-                pos = st
-                while pos < size:
-                    if size - pos < FL_REC_HEADER_SIZE:
-                        raise InvalidEntryError(f"no whole frame at byte {pos}: frames must pass check_frames")
-                    fs = fl_frame_size(_read_u32(buf + pos + 4))
-                    if fs > size - pos:
-                        raise InvalidEntryError(f"no whole frame at byte {pos}: frames must pass check_frames")
-                    if pos + fs - st > room:
-                        break
-                    pos += fs
-                    nfit += 1
-                if nfit == 0:
-                    return start
-                _reserve(seg, seg.count + nfit)
-                if seg.fd >= 0:
-                    if pos - st > self.wbuf_cap:
-                        p = realloc(self.wbuf, pos - st)
-                        if p == NULL:
-                            raise MemoryError()
-                        self.wbuf = <uint8_t *>p
-                        self.wbuf_cap = pos - st
-                    dst = self.wbuf
-                    if self.zeroer.token != NULL:
-                        # A pwrite append: no zero write may be in flight under it.
+                need = size - st if size - st < room else room
+                # Room in the index for the frames that fit, judged by the first
+                # one's size (the C pass asks for more when they are smaller).
+                fs0 = fl_frame_size(_read_u32(buf + st + 4)) if _read_u32(buf + st + 4) <= FL_MAX_PAYLOAD else need
+                estimate = need // fs0 + 1 if fs0 else 1
+                _reserve(seg, seg.count + estimate)
+                # A follower on the sender's chain writes the sent bytes: they
+                # can go to the file with pwrite straight from the caller's
+                # buffer, checked where they are, when nobody can change that
+                # buffer meanwhile.  That is one copy (the kernel's) against
+                # the prepared path's two (zeros, then frames through the
+                # mapping): measured here, about twice the entries per second
+                # before the first flush.  So no zeros ahead before the first
+                # flush; after it the synced window stays, as for append.
+                in_place = verify and sd == seg.last_crc and seg.fd >= 0 and _immutable(frames)
+                if in_place:
+                    if prep_v:
+                        win = 0
+                    prep_v = 0
+                mapped = self._frames_destination(seg, need, prep_v, win, not in_place)
+                if mapped:
+                    in_place = False  # a small batch stored through the mapping
+                sink.dst = seg.base + seg.end if mapped else (NULL if in_place else self.wbuf)
+                sink.room = need  # what the batch can take of the segment: all made ready above
+                sink.written = 0
+                sink.file_off = seg.end
+                sink.chain = seg.last_crc
+                sink.n = 0
+                while True:
+                    sink.offsets = seg.offsets + seg.count
+                    sink.terms = seg.terms + seg.count
+                    sink.cap = seg.cap - seg.count
+                    if size - st >= _NOGIL_BYTES:
                         with nogil:
-                            fl_zeroer_release(&self.zeroer, NULL)
-                else:
-                    dst = seg.base + seg.end
-                c = seg.last_crc
-                with nogil:
-                    memcpy(dst, buf + st, pos - st)
-                    off = 0
-                    for i in range(nfit):
-                        length = _read_u32(dst + off + 4)
-                        c = fl_crc32c(c, dst + off + 4, FL_REC_HEADER_SIZE - 4 + length)
-                        memcpy(dst + off, &c, 4)
-                        seg.offsets[seg.count + i] = seg.end + off
-                        memcpy(&seg.terms[seg.count + i], dst + off + 16, 8)
-                        off += fl_frame_size(<uint32_t>length)
-                    if seg.fd >= 0:
-                        err = _pwrite_all(seg.fd, dst, pos - st, seg.end)
-                if err:
-                    raise OSError(err, os.strerror(err))
-                seg.count += nfit
-                seg.end += pos - st
-                seg.last_crc = c
+                            rc = fl_frames_copy(buf, size, &w, verify, &sink)
+                            if rc == FL_FRAMES_NO_ROOM and verify:
+                                # The rest goes to later segments: check it now,
+                                # before anything is kept.
+                                rc = fl_frames_check(buf, size, &w)
+                    else:
+                        rc = fl_frames_copy(buf, size, &w, verify, &sink)
+                        if rc == FL_FRAMES_NO_ROOM and verify:
+                            rc = fl_frames_check(buf, size, &w)
+                    if rc != FL_FRAMES_NO_SLOTS:
+                        break
+                    try:
+                        _reserve(seg, seg.count + sink.n + sink.n // 2 + 64)
+                    except BaseException:
+                        if sink.dst != NULL:
+                            memset(sink.dst, 0, sink.written)
+                        raise
+                if rc == FL_FRAMES_NO_ROOM:
+                    rc = FL_FRAMES_OK  # not verifying: the rest is for the next segment
+                if rc != FL_FRAMES_OK:
+                    if rc != FL_FRAMES_EMPTY and sink.dst != NULL:
+                        # fl_frames_check failed past the copied part: take it back.
+                        memset(sink.dst, 0, sink.written)
+                    _raise_frame_error(rc, &w)
+                if verify and w.first_term < floor_term:
+                    if sink.dst != NULL:
+                        memset(sink.dst, 0, sink.written)
+                    raise InvalidTermError(f"entry {w.first_index} has term {w.first_term}, "
+                                           f"below the term {floor_term} of the entry before it")
+                if sink.n == 0:
+                    return start
+                if not mapped:
+                    src = buf + st if in_place else self.wbuf
+                    with nogil:
+                        err = _pwrite_all(seg.fd, src, sink.written, seg.end)
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                seg.count += sink.n
+                seg.end += sink.written
+                seg.last_crc = sink.chain
             finally:
                 self._busy -= 1
         finally:
             PyBuffer_Release(&view)
-        return <Py_ssize_t>pos
+        return <Py_ssize_t>(st + sink.written)
 
     def index_columns(self, start, end):
         """Copies of start..end (clamped) of the index: (terms, segment first indexes, byte offsets).

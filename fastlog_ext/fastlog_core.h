@@ -41,6 +41,10 @@ static inline size_t fl_frame_size(uint32_t payload_len) {
 uint32_t fl_crc32c(uint32_t crc, const void *data, size_t len);
 uint32_t fl_crc32c_portable(uint32_t crc, const void *data, size_t len); /* table path, for tests */
 int fl_crc32c_hw_available(void);                                        /* 1 if the hardware path is used */
+/* Three checksums of three buffers of the same length at once:
+ * out[i] = fl_crc32c(crc[i], data[i], len), faster than three calls for
+ * record-sized buffers (the instruction's latency is hidden). */
+void fl_crc32c_x3(const uint32_t crc[3], const uint8_t *const data[3], size_t len, uint32_t out[3]);
 
 /* ---- Records --------------------------------------------------------------- */
 
@@ -94,6 +98,91 @@ size_t fl_scan(const uint8_t *buf, size_t size, size_t *off, uint32_t *seed, uin
 
 /* 1 if buf[start, end) is all zero bytes. */
 int fl_all_zero(const uint8_t *buf, size_t start, size_t end);
+
+/* ---- Frame batches (docs/format.md, "Frame batches") -----------------------
+ * A batch is a 16-byte header (magic, version, chain seed, reserved) followed
+ * by frames exactly as stored in a segment.  fastlog_ext/frames.c checks the
+ * frames of a batch from another log and copies them into this one,
+ * re-chained onto the receiver's crc chain.
+ */
+#define FL_BATCH_MAGIC "FLFR"
+#define FL_BATCH_VERSION 1u
+#define FL_BATCH_HEADER_SIZE 16u
+
+/* Why a frame of a batch was refused (or why a copy stopped short).  The
+ * checks run in this order and the first failing one decides. */
+enum {
+    FL_FRAMES_OK = 0,
+    FL_FRAMES_TRUNCATED = 1, /* fewer than 32 bytes left, or the frame runs past the end */
+    FL_FRAMES_RESERVED = 2,  /* kind > FL_KIND_MAX or a reserved byte set */
+    FL_FRAMES_TOO_LARGE = 3, /* payload longer than the receiver's limit */
+    FL_FRAMES_INDEX_ZERO = 4,/* the first frame has index 0 */
+    FL_FRAMES_INDEX = 5,     /* index is not the previous frame's + 1 */
+    FL_FRAMES_TERM = 6,      /* term below the previous frame's */
+    FL_FRAMES_CRC = 7,       /* crc fails on the batch's chain */
+    FL_FRAMES_PADDING = 8,   /* padding after the payload not zero */
+    FL_FRAMES_EMPTY = 9,     /* no frame at all */
+    /* not errors: where fl_frames_copy stopped */
+    FL_FRAMES_NO_ROOM = 16,  /* the next frame does not fit in the destination */
+    FL_FRAMES_NO_SLOTS = 17, /* the index arrays are full: give more and call again */
+    FL_FRAMES_OTHER_CHAIN = 18 /* a check in place (no dst) for a receiver on another chain */
+};
+
+/* Progress of a walk over the frames of a batch, on the sender's chain. */
+typedef struct {
+    size_t pos;           /* byte offset of the next frame */
+    size_t count;         /* frames accepted so far */
+    uint32_t seed;        /* crc of the last accepted frame (the batch seed before the first) */
+    uint32_t max_payload; /* the receiver's payload limit */
+    uint64_t next_index;  /* index the next frame must carry (0: first frame, any >= 1) */
+    uint64_t first_index, first_term, last_term;
+    /* the header fields of the frame that ended the walk, for error messages */
+    uint64_t at_index, at_term;
+    uint32_t at_length;
+} fl_frame_walk;
+
+/* Where fl_frames_copy writes: frames go to dst[written..room), the frame at
+ * dst[k] lands at file offset file_off + k, and each frame written gets its
+ * offset and term in offsets[n]/terms[n] (n < cap). */
+typedef struct {
+    uint8_t *dst;
+    size_t room;
+    size_t written;       /* bytes written so far (a frame boundary) */
+    uint64_t file_off;
+    uint32_t chain;       /* the receiver's chain: crc of its last record */
+    uint64_t *offsets, *terms;
+    size_t cap, n;
+} fl_frame_sink;
+
+/* Start a walk over a batch whose first frame is chained from `seed`. */
+void fl_frames_begin(fl_frame_walk *w, uint32_t seed, uint32_t max_payload);
+
+/*
+ * Check every frame from w->pos to the end of buf[0, size) without copying.
+ * Returns FL_FRAMES_OK with w->pos == size, or the code of the first bad frame
+ * (w->pos at it, w->count its number, at_* its header fields).  A walk that
+ * accepted no frame at all returns FL_FRAMES_EMPTY.  Never reads outside buf.
+ */
+int fl_frames_check(const uint8_t *buf, size_t size, fl_frame_walk *w);
+
+/*
+ * Copy frames from w->pos into the sink while each whole frame fits, giving
+ * each the crc it has on the receiver's chain (sink->chain).  With `verify`
+ * every frame is checked as by fl_frames_check -- on the bytes as copied, so
+ * what is verified is what is written -- and a bad frame makes the call zero
+ * dst[0, written + that frame) and return its code: a sink is all or nothing.
+ * Without `verify` the frames must have passed fl_frames_check; only their
+ * lengths are checked (so memory stays safe), and every crc is recomputed.
+ * Returns FL_FRAMES_OK (all copied), FL_FRAMES_NO_ROOM, FL_FRAMES_NO_SLOTS,
+ * or an error code.
+ *
+ * A sink with dst NULL checks the frames where they are (verify only) and
+ * records them in the index as if copied, for a caller that writes them
+ * straight from buf: only for a receiver on the batch's chain (sink->chain
+ * equal to the walk's seed, else FL_FRAMES_OTHER_CHAIN), whose crcs are then
+ * the sent ones, and only from a buffer nobody can change meanwhile.
+ */
+int fl_frames_copy(const uint8_t *buf, size_t size, fl_frame_walk *w, int verify, fl_frame_sink *sink);
 
 #ifdef __cplusplus
 }

@@ -423,3 +423,156 @@ def test_both_store_modes(tmp_path, impl, mapped):
         assert content(b) == content(a)
     with make(str(tmp_path / "b"), impl) as b:
         assert b.last_index() == 1200 and b.verify() == []
+
+
+def frame_starts(batch_bytes: bytes) -> List[int]:
+    """Byte offsets (in the batch) of each frame of a frame batch."""
+    out, pos = [], HDR
+    while pos < len(batch_bytes):
+        out.append(pos)
+        length = struct.unpack_from("<I", batch_bytes, pos + 4)[0]
+        pos += 32 + ((length + 7) & ~7)
+    return out
+
+
+def test_one_pass_check_takes_back_what_it_copied(tmp_path, impl):
+    """A batch that continues the log is checked in the pass that copies it
+    (through the mapping, before the follower's first flush): every hostile
+    batch, also one whose bad frame lies past the follower's segment boundary
+    or whose first term is below the follower's last, leaves the files as they
+    were and creates no segment.
+
+    Seen failing (files changed, the frames up to the boundary kept) with the
+    check of the frames past the room removed from the compiled core's
+    append_frames, and (files changed) with the zeroing of what was copied
+    removed from fl_frames_copy's failure path.
+    """
+    leader = make(str(tmp_path / "l"), impl)
+    follower = make(str(tmp_path / "f"), impl, max_entry_size=4096)
+    with leader, follower:
+        leader.append(batch(leader, 1, 10, term=1))
+        leader.append(batch(leader, 11, 1500, term=2))
+        follower.append(batch(follower, 1, 10, term=1))  # never flushed: the mapped path
+        good = leader.read_frames(11, 1500)
+        assert len(good) > SEG  # runs past the follower's first segment
+        starts = frame_starts(good)
+        before = files(follower.path)
+
+        def flipped(pos: int) -> bytes:
+            b = bytearray(good)
+            b[pos] ^= 0x40
+            return bytes(b)
+
+        cases = hostile_cases(good, 4096)
+        cases.append(("crc of the last frame", flipped(starts[-1]), InvalidEntryError))
+        cases.append(("payload past the boundary", flipped(starts[-2] + 33), InvalidEntryError))
+        cases.append(("index past the boundary", flipped(starts[-5] + 8), InvalidIndexError))
+        cut = good[: starts[-1] + 20]
+        cases.append(("cut last frame", cut, InvalidEntryError))
+        for name, bad, exc in cases:
+            # bytes are checked where they are and written from there; a
+            # bytearray (which another thread could change) is copied into
+            # the segment's mapping and checked there.
+            for form in (bytes, bytearray):
+                with pytest.raises(exc):
+                    follower.append_frames(form(bad) if isinstance(bad, bytes) else bad)
+                assert follower.last_index() == 10, name
+                assert files(follower.path) == before, name
+        with make(str(tmp_path / "t"), impl) as higher:
+            higher.append(batch(higher, 1, 10, term=5))
+            with pytest.raises(InvalidTermError):  # term 2 after term 5
+                higher.append_frames(good)
+            assert higher.last_index() == 10
+            # A batch with both faults reports the frame's fault first, on both cores.
+            with pytest.raises(InvalidEntryError):
+                higher.append_frames(flipped(starts[0] + 40))
+        follower.append_frames(bytearray(good))  # any bytes-like object
+        assert content(follower) == content(leader)
+        assert follower.verify() == []
+    with make(str(tmp_path / "f"), impl) as follower:
+        assert follower.last_index() == 1500 and follower.verify() == []
+
+
+def test_same_chain_writes_the_leaders_bytes(tmp_path, impl):
+    """A follower on the leader's chain stores each frame byte for byte, in
+    small and large batches, before and after its first flush."""
+    leader = make(str(tmp_path / "l"), impl)
+    follower = make(str(tmp_path / "f"), impl)
+    with leader, follower:
+        leader.append(batch(leader, 1, 3000, term=4, size=200))
+        follower.append_frames(leader.read_frames(1, 1))
+        follower.append_frames(leader.read_frames(2, 1200))
+        follower.flush()
+        follower.append_frames(memoryview(leader.read_frames(1201, 1210)))
+        follower.append_frames(leader.read_frames(1211, 3000))
+        assert follower.read_frames(1, 3000) == leader.read_frames(1, 3000)
+        assert follower.verify() == []
+
+
+@pytest.mark.parametrize("flushed", [False, True])
+def test_full_disk_takes_a_batch_back_whole(tmp_path, impl, monkeypatch, flushed):
+    """A batch over a segment boundary that meets a full disk (the write into
+    the next segment, or that segment's header) raises StorageFullError and
+    leaves the follower as it was; the same batch goes in once there is room.
+
+    Seen failing (the part written into the first segment kept) with the
+    take-back of Log._write_rolling removed, on both cores.
+    """
+    import errno
+
+    from fastlog import _osio
+    from fastlog.errors import StorageFullError
+
+    leader = make(str(tmp_path / "l"), impl)
+    follower = make(str(tmp_path / "f"), impl)
+    with leader, follower:
+        leader.append(batch(leader, 1, 1500, term=2))
+        follower.append(batch(follower, 1, 10, term=2))
+        if flushed:
+            follower.flush()
+        good = leader.read_frames(11, 1500)
+        before = content(follower)
+        real_core = follower._core
+        calls = []
+
+        class FullAfterFirst:
+            """append_frames fails with ENOSPC after its first call, writing nothing."""
+
+            def __getattr__(self, name: str) -> Any:
+                real = getattr(real_core, name)
+                if name != "append_frames":
+                    return real
+
+                def call(*args: Any, **kw: Any) -> Any:
+                    calls.append(args[1] if len(args) > 1 else 0)
+                    if len(calls) > 1:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    return real(*args, **kw)
+
+                return call
+
+        follower._core = FullAfterFirst()
+        try:
+            with pytest.raises(StorageFullError):
+                follower.append_frames(good)
+        finally:
+            follower._core = real_core
+        assert len(calls) == 2 and calls[1] > 0  # failed in the second segment
+        assert content(follower) == before
+
+        real_pwrite = _osio.pwrite_all
+
+        def header_fails(fd: int, data: Any, offset: int) -> None:
+            if offset == 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            real_pwrite(fd, data, offset)
+
+        monkeypatch.setattr(_osio, "pwrite_all", header_fails)
+        with pytest.raises(StorageFullError):
+            follower.append_frames(good)
+        monkeypatch.setattr(_osio, "pwrite_all", real_pwrite)
+        assert content(follower) == before
+        follower.append_frames(good)
+        assert content(follower) == content(leader)
+    with make(str(tmp_path / "f"), impl) as follower:
+        assert follower.last_index() == 1500 and follower.verify() == []

@@ -937,6 +937,241 @@ static void test_zeroer_fork(void) {
     fork_child_case(ENOMEM);
 }
 
+/* Three checksums at once equal three single ones, for every length class
+ * (interleaved single chains below 768 bytes, three-block chains above). */
+static void test_crc_x3(void) {
+    static const size_t lens[] = {0, 1, 3, 4, 7, 8, 9, 28, 31, 60, 284, 289, 767, 768, 1000, 5000};
+    uint8_t *buf = malloc(3 * 5000 + 3);
+    rng_fill(buf, 3 * 5000 + 3);
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        for (size_t shift = 0; shift < 2; shift++) {
+            const uint8_t *data[3] = {buf + shift, buf + 5000 + 2 * shift, buf + 10000 + 3};
+            uint32_t seeds[3] = {0, 0xFFFFFFFFu, (uint32_t)rng_next()};
+            uint32_t out[3];
+            fl_crc32c_x3(seeds, data, lens[i], out);
+            for (int k = 0; k < 3; k++)
+                CHECK_EQ(out[k], fl_crc32c(seeds[k], data[k], lens[i]));
+        }
+    }
+    free(buf);
+}
+
+/* ---- frame batches (frames.c) ------------------------------------------------
+ * Seen failing on a deliberately broken build: with the padding check removed
+ * from check_body in frames.c, frames_check reported the padding case
+ * (FL_FRAMES_OK instead of FL_FRAMES_PADDING).
+ */
+
+#define FRAMES_N 5
+
+/* A batch of FRAMES_N frames chained from `seed` (payload lengths 0..33 so
+ * some have padding); heap block of the exact size in *size. */
+static uint8_t *make_frames(uint32_t seed, uint64_t first, size_t *size, size_t *offs) {
+    static const uint32_t lens[FRAMES_N] = {5, 0, 16, 33, 7};
+    size_t total = 0;
+    for (int i = 0; i < FRAMES_N; i++)
+        total += fl_frame_size(lens[i]);
+    uint8_t *buf = calloc(total, 1);
+    uint8_t payload[64];
+    size_t off = 0;
+    for (int i = 0; i < FRAMES_N; i++) {
+        rng_fill(payload, lens[i]);
+        offs[i] = off;
+        seed = fl_encode(buf + off, seed, first + (uint64_t)i, 3 + (uint64_t)i / 2, (uint8_t)(i % 3), payload, lens[i]);
+        off += fl_frame_size(lens[i]);
+    }
+    *size = total;
+    return buf;
+}
+
+/* Re-seal frame k of buf after a header change, so only the intended check fails. */
+static void reseal(uint8_t *buf, const size_t *offs, int k, uint32_t seed) {
+    uint32_t c = seed;
+    for (int i = 0; i <= k; i++) {
+        uint32_t len;
+        memcpy(&len, buf + offs[i] + 4, 4);
+        if (i == k) {
+            c = fl_crc32c(c, buf + offs[i] + 4, 28 + (size_t)len);
+            memcpy(buf + offs[i], &c, 4);
+        } else {
+            memcpy(&c, buf + offs[i], 4);
+        }
+    }
+}
+
+static int check_all(const uint8_t *buf, size_t size, uint32_t seed, uint32_t max_payload, fl_frame_walk *w) {
+    fl_frames_begin(w, seed, max_payload);
+    return fl_frames_check(buf, size, w);
+}
+
+static void test_frames_check(void) {
+    size_t size, offs[FRAMES_N];
+    const uint32_t seed = 0xC0FFEEu;
+    uint8_t *good = make_frames(seed, 10, &size, offs);
+    uint8_t *buf = malloc(size);
+    fl_frame_walk w;
+
+    CHECK_EQ(check_all(good, size, seed, 1000, &w), FL_FRAMES_OK);
+    CHECK_EQ(w.count, FRAMES_N);
+    CHECK_EQ(w.first_index, 10);
+    CHECK_EQ(w.first_term, 3);
+    CHECK_EQ(w.last_term, 5);
+    CHECK_EQ(w.pos, size);
+    CHECK_EQ(check_all(good, 0, seed, 1000, &w), FL_FRAMES_EMPTY);
+    CHECK_EQ(check_all(good, size, seed ^ 1, 1000, &w), FL_FRAMES_CRC); /* another chain */
+    CHECK_EQ(w.count, 0);
+
+    /* Each hostile case, alone, in frame 3 (so the frames before it pass). */
+    struct {
+        const char *what;
+        size_t at, value_size;
+        uint64_t value;
+        int reseal;
+        uint32_t max_payload;
+        int expect;
+    } cases[] = {
+        {"kind 3", 24, 1, 3, 1, 1000, FL_FRAMES_RESERVED},
+        {"reserved byte", 27, 1, 1, 1, 1000, FL_FRAMES_RESERVED},
+        {"index gap", 8, 8, 14, 1, 1000, FL_FRAMES_INDEX},
+        {"index repeated", 8, 8, 12, 1, 1000, FL_FRAMES_INDEX},
+        {"term down", 16, 8, 2, 1, 1000, FL_FRAMES_TERM},
+        {"payload bit", 40, 1, 0x55, 0, 1000, FL_FRAMES_CRC},
+        {"crc", 0, 4, 0x12345678u, 0, 1000, FL_FRAMES_CRC},
+        {"padding", 32 + 33, 1, 1, 0, 1000, FL_FRAMES_PADDING},
+        {"length past the end", 4, 4, 0x1000, 0, 0x100000, FL_FRAMES_TRUNCATED},
+        {"length over the limit", 4, 4, 0x1000, 0, 1000, FL_FRAMES_TOO_LARGE},
+        {"length over the format", 4, 4, 0x80000000u, 0, 0xffffffffu, FL_FRAMES_TOO_LARGE},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        memcpy(buf, good, size);
+        uint64_t v = cases[c].value;
+        memcpy(buf + offs[3] + cases[c].at, &v, cases[c].value_size); /* little-endian host */
+        if (cases[c].reseal)
+            reseal(buf, offs, 3, seed);
+        int rc = check_all(buf, size, seed, cases[c].max_payload, &w);
+        if (rc != cases[c].expect)
+            fprintf(stderr, "frames_check: case '%s'\n", cases[c].what);
+        CHECK_EQ(rc, cases[c].expect);
+        CHECK_EQ(w.count, 3);
+        CHECK_EQ(w.pos, offs[3]);
+    }
+
+    /* Index 0 first, a largest index followed by another, short tails. */
+    memcpy(buf, good, size);
+    memset(buf + 8, 0, 8);
+    reseal(buf, offs, 0, seed);
+    CHECK_EQ(check_all(buf, size, seed, 1000, &w), FL_FRAMES_INDEX_ZERO);
+    uint8_t *two = make_frames(seed, UINT64_MAX, &size, offs);
+    CHECK_EQ(check_all(two, offs[2], seed, 1000, &w), FL_FRAMES_INDEX); /* UINT64_MAX, then 0 */
+    CHECK_EQ(w.count, 1);
+    free(two);
+    memcpy(buf, good, size);
+    for (size_t cut = 1; cut < 32; cut += 7) {
+        uint8_t *shortbuf = malloc(offs[4] + cut);
+        memcpy(shortbuf, good, offs[4] + cut);
+        CHECK_EQ(check_all(shortbuf, offs[4] + cut, seed, 1000, &w), FL_FRAMES_TRUNCATED);
+        CHECK_EQ(w.count, 4);
+        free(shortbuf);
+    }
+    uint8_t *cutbuf = malloc(size - 8);
+    memcpy(cutbuf, good, size - 8);
+    CHECK_EQ(check_all(cutbuf, size - 8, seed, 1000, &w), FL_FRAMES_TRUNCATED);
+    free(cutbuf);
+    free(buf);
+    free(good);
+}
+
+/* Copy into `room` bytes with `verify`; returns the status, fills dst. */
+static int copy_frames(const uint8_t *src, size_t size, uint32_t seed, uint32_t chain, int verify, uint8_t *dst,
+                       size_t room, uint64_t *offsets, uint64_t *terms, size_t cap, fl_frame_walk *w,
+                       fl_frame_sink *sink) {
+    fl_frames_begin(w, seed, 1000);
+    fl_frame_sink s = {dst, room, 0, 4096, chain, offsets, terms, cap, 0};
+    *sink = s;
+    return fl_frames_copy(src, size, w, verify, sink);
+}
+
+static void test_frames_copy(void) {
+    size_t size, offs[FRAMES_N];
+    const uint32_t seed = 77;
+    uint8_t *src = make_frames(seed, 1, &size, offs);
+    uint8_t *dst = calloc(size, 1);
+    uint64_t offsets[FRAMES_N], terms[FRAMES_N];
+    fl_frame_walk w;
+    fl_frame_sink sink;
+
+    /* Same chain: the bytes as sent. */
+    CHECK_EQ(copy_frames(src, size, seed, seed, 1, dst, size, offsets, terms, FRAMES_N, &w, &sink), FL_FRAMES_OK);
+    CHECK_EQ(sink.written, size);
+    CHECK_EQ(sink.n, FRAMES_N);
+    CHECK(memcmp(dst, src, size) == 0);
+    CHECK_EQ(offsets[2], 4096 + offs[2]);
+    CHECK_EQ(terms[4], 5);
+
+    /* Another chain, checked and unchecked: every frame re-verifies on it,
+     * and only the crc fields differ from what was sent. */
+    for (int verify = 0; verify <= 1; verify++) {
+        memset(dst, 0, size);
+        CHECK_EQ(copy_frames(src, size, seed, 0xABCDu, verify, dst, size, offsets, terms, FRAMES_N, &w, &sink),
+                 FL_FRAMES_OK);
+        size_t off = 0, next = 0;
+        uint32_t c = 0xABCDu;
+        int status;
+        CHECK_EQ(fl_scan(dst, size, &off, &c, &(uint64_t){1}, NULL, NULL, FRAMES_N, &status), FRAMES_N);
+        CHECK_EQ(off, size);
+        CHECK_EQ(c, sink.chain);
+        for (int i = 0; i < FRAMES_N; i++) {
+            next = i + 1 < FRAMES_N ? offs[i + 1] : size;
+            CHECK(memcmp(dst + offs[i] + 4, src + offs[i] + 4, next - offs[i] - 4) == 0);
+        }
+    }
+
+    /* Room for two frames and a bit: stops there, then takes the rest. */
+    memset(dst, 0, size);
+    CHECK_EQ(copy_frames(src, size, seed, seed, 1, dst, offs[2] + 8, offsets, terms, FRAMES_N, &w, &sink),
+             FL_FRAMES_NO_ROOM);
+    CHECK_EQ(sink.n, 2);
+    CHECK_EQ(w.pos, offs[2]);
+    CHECK_EQ(fl_frames_check(src, size, &w), FL_FRAMES_OK); /* the rest checks on */
+    /* Slots for one frame at a time. */
+    memset(dst, 0, size);
+    CHECK_EQ(copy_frames(src, size, seed, seed, 1, dst, size, offsets, terms, 1, &w, &sink), FL_FRAMES_NO_SLOTS);
+    CHECK_EQ(sink.n, 1);
+    sink.cap = FRAMES_N;
+    CHECK_EQ(fl_frames_copy(src, size, &w, 1, &sink), FL_FRAMES_OK);
+    CHECK(memcmp(dst, src, size) == 0);
+
+    /* In place (no destination): the same walk and index, nothing written;
+     * refused for a receiver on another chain. */
+    CHECK_EQ(copy_frames(src, size, seed, seed, 1, NULL, size, offsets, terms, FRAMES_N, &w, &sink), FL_FRAMES_OK);
+    CHECK_EQ(sink.n, FRAMES_N);
+    CHECK_EQ(sink.written, size);
+    CHECK_EQ(offsets[3], 4096 + offs[3]);
+    CHECK_EQ(copy_frames(src, size, seed, seed + 1, 1, NULL, size, offsets, terms, FRAMES_N, &w, &sink),
+             FL_FRAMES_OTHER_CHAIN);
+    CHECK_EQ(copy_frames(src, size, seed, seed, 0, NULL, size, offsets, terms, FRAMES_N, &w, &sink),
+             FL_FRAMES_OTHER_CHAIN);
+
+    /* All or nothing: a bad last frame zeroes everything the sink wrote,
+     * across calls too. */
+    uint8_t *bad = malloc(size);
+    memcpy(bad, src, size);
+    bad[offs[4] + 33] ^= 1;
+    memset(dst, 0, size);
+    CHECK_EQ(copy_frames(bad, size, seed, 5, 1, dst, size, offsets, terms, 2, &w, &sink), FL_FRAMES_NO_SLOTS);
+    sink.cap = FRAMES_N;
+    CHECK_EQ(fl_frames_copy(bad, size, &w, 1, &sink), FL_FRAMES_CRC);
+    CHECK_EQ(w.count, 4);
+    CHECK(fl_all_zero(dst, 0, size));
+    /* Unchecked copies of a cut batch stay inside it and write nothing. */
+    CHECK_EQ(copy_frames(src, size - 8, seed, seed, 0, dst, size, offsets, terms, FRAMES_N, &w, &sink),
+             FL_FRAMES_TRUNCATED);
+    CHECK(fl_all_zero(dst, 0, size));
+    free(bad);
+    free(dst);
+    free(src);
+}
+
 /* ---- driver ------------------------------------------------------------------ */
 
 struct test_case {
@@ -961,6 +1196,9 @@ static const struct test_case cases[] = {
     {"zeroer_synced", test_zeroer_synced},
     {"zeroer_fork", test_zeroer_fork},
     {"zeroer_stop_while_closing", test_zeroer_stop_while_closing},
+    {"crc_x3", test_crc_x3},
+    {"frames_check", test_frames_check},
+    {"frames_copy", test_frames_copy},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
