@@ -17,7 +17,7 @@ import threading
 import struct
 from bisect import bisect_right
 from collections import namedtuple
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -796,6 +796,18 @@ class LogCore:
         seg, k = found
         return self._read(seg, k, int(seg.offsets[k]), index)
 
+    def _spans(self, start: int, end: int) -> Iterator[Tuple[_Segment, int, int]]:
+        """(segment, lo, hi) for each segment holding entries of start..end:
+        its positions lo..hi-1 (start at or above the floor, segments present)."""
+        i = max(bisect_right(self._firsts, start) - 1, 0)
+        for seg in self._segs[i:]:
+            if seg.first_index > end:
+                break
+            lo = max(start - seg.first_index, 0)
+            hi = min(end - seg.first_index + 1, seg.count)
+            if lo < hi:
+                yield seg, lo, hi
+
     @_serialised
     def get_range(self, start: int, end: int) -> List[PyEntry]:
         start = _check_u64("start", start)
@@ -804,14 +816,7 @@ class LogCore:
         out: List[PyEntry] = []
         if start > end or not self._segs:
             return out
-        i = max(bisect_right(self._firsts, start) - 1, 0)
-        for seg in self._segs[i:]:
-            if seg.first_index > end:
-                break
-            lo = max(start - seg.first_index, 0)
-            hi = min(end - seg.first_index + 1, seg.count)
-            if lo >= hi:
-                continue
+        for seg, lo, hi in self._spans(start, end):
             read = self._read
             index = seg.first_index + lo
             for k, off in enumerate(seg.offsets[lo:hi].tolist(), lo):
@@ -856,14 +861,7 @@ class LogCore:
         seed = 0
         if start > end or not self._segs:
             return _BATCH_HEADER.pack(_BATCH_MAGIC, _BATCH_VERSION, 0, 0)
-        i = max(bisect_right(self._firsts, start) - 1, 0)
-        for seg in self._segs[i:]:
-            if seg.first_index > end:
-                break
-            lo = max(start - seg.first_index, 0)
-            hi = min(end - seg.first_index + 1, seg.count)
-            if lo >= hi:
-                continue
+        for seg, lo, hi in self._spans(start, end):
             if not parts:
                 seed = seg.seed_of(lo)
             stop = int(seg.offsets[hi]) if hi < seg.count else seg.end
@@ -976,14 +974,7 @@ class LogCore:
         segs: List[np.ndarray] = []
         offs: List[np.ndarray] = []
         if start <= end and self._segs:
-            i = max(bisect_right(self._firsts, start) - 1, 0)
-            for seg in self._segs[i:]:
-                if seg.first_index > end:
-                    break
-                lo = max(start - seg.first_index, 0)
-                hi = min(end - seg.first_index + 1, seg.count)
-                if lo >= hi:
-                    continue
+            for seg, lo, hi in self._spans(start, end):
                 terms.append(seg.terms[lo:hi])
                 offs.append(seg.offsets[lo:hi])
                 segs.append(np.full(hi - lo, seg.first_index, dtype=np.uint64))

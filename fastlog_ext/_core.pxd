@@ -172,5 +172,5 @@ cdef class LogCore:
     cdef size_t _frames_measure(self, uint64_t a0, uint64_t b0, uint64_t *a, uint64_t *b, Py_ssize_t *p) except? 0
     cdef size_t _frames_span(self, Py_ssize_t p, uint64_t a, uint64_t b, uint8_t *dst) noexcept
     cdef int _check_span(self, Segment *s, object start, object end) except -1
-    cdef int _frames_destination(self, Segment *seg, size_t need, size_t prep_v, size_t win,
-                                 bint buffer) except -1
+    cdef int _ready_to_write(self, Segment *seg, size_t need, size_t mapped_v, size_t prep_v, size_t win,
+                             bint buffer) except -1

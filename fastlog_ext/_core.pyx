@@ -1004,7 +1004,7 @@ cdef class LogCore:
         cdef size_t total, fit, written = 0, end, need
         cdef uint32_t crc
         cdef int err = 0
-        cdef size_t mapped_v, prep_v = 0, prepared = 0, win = 0
+        cdef size_t mapped_v, prep_v = 0, win = 0
         cdef Segment *seg
         cdef void *p
         seq = _as_batch(entries)
@@ -1054,63 +1054,11 @@ cdef class LogCore:
                 fit = <size_t>gathered
             _reserve(seg, seg.count + fit)
             need = total if total < seg.size - seg.end else seg.size - seg.end
-            if seg.prepared > mapped_v:
-                mapped_v = seg.prepared
-            if not seg.writable:
-                # Mapped read-only: every byte goes with pwrite (see load_segment),
-                # and no zeros ahead (on copy-on-write filesystems they only make
-                # each later write a copy that needs new space).
-                mapped_v = 0
-                prep_v = 0
-                win = 0
-            if seg.fd >= 0 and prep_v and (seg.end + need > mapped_v or win):
-                # Zeros ahead (the zeroer's thread mostly has them written
-                # already), then store through the mapping; see the docstring.
-                # The zeros go at and past the last record only: never over one.
-                if seg.end + need <= mapped_v:
-                    # Room already: only re-arms the thread, never waits on a write.
-                    err = fl_zeroer_reserve(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need, mapped_v,
-                                            seg.size, prep_v, win, &prepared)
-                else:
-                    with nogil:
-                        err = fl_zeroer_reserve(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need,
-                                                mapped_v, seg.size, prep_v, win, &prepared)
-                if err:
-                    raise OSError(err, os.strerror(err))
-                seg.prepared = prepared
-                mapped_v = prepared
-            elif seg.fd >= 0 and win:
-                # Synced zero-ahead past pwrite appends (a flushed log).  The
-                # watermark goes up to the batch's end before the frames are
-                # written; that waits only when a zero write of the thread is
-                # in flight there.  mapped_v stays what was written before.
-                if seg.end + need <= seg.prepared and seg.prepared - (seg.end + need) >= win // 2:
-                    pass  # far from the watermark: nothing to ask yet
-                elif seg.end + need <= seg.prepared and self.zeroer.token == <void *>seg:
-                    # Cannot wait: the watermark already covers the batch.
-                    seg.prepared = fl_zeroer_advance(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need,
-                                                     mapped_v, seg.size, _SYNCED_ZERO_CHUNK, win)
-                else:
-                    with nogil:
-                        prepared = fl_zeroer_advance(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need,
-                                                     mapped_v, seg.size, _SYNCED_ZERO_CHUNK, win)
-                    seg.prepared = prepared
-            elif self.zeroer.token != NULL:
-                # pwrite appends from now on: no zero write may be in flight under
-                # them.  (Only appends set the token, under the busy guard.)
-                with nogil:
-                    fl_zeroer_release(&self.zeroer, NULL)
-            if seg.fd >= 0 and not (seg.end + need <= mapped_v and (prep_v or need <= _SMALL_STORE)):
+            if not self._ready_to_write(seg, need, mapped_v, prep_v, win, True):
                 # Frames are built in a buffer and written with one pwrite: a
                 # buffered write into preallocated blocks costs the kernel far
                 # less than first-write page faults on the mapping (see
                 # docs/format.md, "How appends reach the file").
-                if need > self.wbuf_cap:
-                    p = realloc(self.wbuf, need)
-                    if p == NULL:
-                        raise MemoryError()
-                    self.wbuf = <uint8_t *>p
-                    self.wbuf_cap = need
                 with nogil:
                     written = _encode_run(seg, self.wbuf, self.scratch, fit, &end, &crc)
                     err = _pwrite_all(seg.fd, self.wbuf, end - seg.end, seg.end)
@@ -1466,27 +1414,35 @@ cdef class LogCore:
             _raise_frame_error(rc, &w)
         return (w.first_index, w.count, w.first_term, w.last_term)
 
-    cdef int _frames_destination(self, Segment *seg, size_t need, size_t prep_v, size_t win,
-                                 bint buffer) except -1:
-        """Make the file ready for up to ``need`` bytes of frames after the last
-        record of ``seg``; 1: store them through the mapping, 0: write them with
-        one ``pwrite`` (from ``wbuf``, made large enough when ``buffer``).
+    cdef int _ready_to_write(self, Segment *seg, size_t need, size_t mapped_v, size_t prep_v, size_t win,
+                             bint buffer) except -1:
+        """Make the file ready for up to ``need`` bytes of records after the
+        last record of ``seg``; 1: store them through the mapping, 0: write
+        them with one ``pwrite`` (from ``wbuf``, made large enough when
+        ``buffer``).  ``mapped_v``: bytes the caller knows are written.
 
-        The same choice as ``append`` makes for a batch of entries, so frames
-        written by a follower cost what entries written by a leader cost:
-        before the first flush zeros ahead and stores through the mapping,
-        after it ``pwrite`` with synced zeros kept ahead by the zeroer."""
-        cdef size_t mapped_v = seg.prepared, prepared = 0
+        One choice for a batch of entries (``append``) and a batch of frames
+        (``append_frames``), so frames written by a follower cost what entries
+        written by a leader cost: before the first flush zeros ahead and stores
+        through the mapping, after it ``pwrite`` with synced zeros kept ahead
+        by the zeroer.  A read-only mapping (see load_segment) gets every byte
+        with pwrite and no zeros ahead (on copy-on-write filesystems they only
+        make each later write a copy that needs new space).  The zeros go at
+        and past the last record only: never over one."""
+        cdef size_t prepared = 0
         cdef int err = 0
         cdef void *p
         if seg.fd < 0:
             return 1
+        if seg.prepared > mapped_v:
+            mapped_v = seg.prepared
         if not seg.writable:
             prep_v = 0
             win = 0
             mapped_v = 0
         if prep_v and (seg.end + need > mapped_v or win):
-            # Zeros ahead, then stores through the mapping (as append does).
+            # Zeros ahead (the zeroer's thread mostly has them written
+            # already), then stores through the mapping.
             if seg.end + need <= mapped_v:
                 err = fl_zeroer_reserve(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need, mapped_v,
                                         seg.size, prep_v, win, &prepared)
@@ -1499,9 +1455,11 @@ cdef class LogCore:
             seg.prepared = prepared
             mapped_v = prepared
         elif win:
-            # Synced zeros ahead of pwrite appends (a flushed log), as append does.
+            # Synced zeros ahead of pwrite appends (a flushed log).  The
+            # watermark goes up to the batch's end before it is written; that
+            # waits only when a zero write of the thread is in flight there.
             if seg.end + need <= seg.prepared and seg.prepared - (seg.end + need) >= win // 2:
-                pass
+                pass  # far from the watermark: nothing to ask yet
             elif seg.end + need <= seg.prepared and self.zeroer.token == <void *>seg:
                 seg.prepared = fl_zeroer_advance(&self.zeroer, <void *>seg, seg.fd, seg.end, seg.end + need,
                                                  mapped_v, seg.size, _SYNCED_ZERO_CHUNK, win)
@@ -1610,7 +1568,7 @@ cdef class LogCore:
                     if prep_v:
                         win = 0
                     prep_v = 0
-                mapped = self._frames_destination(seg, need, prep_v, win, not in_place)
+                mapped = self._ready_to_write(seg, need, seg.prepared, prep_v, win, not in_place)
                 if mapped:
                     in_place = False  # a small batch stored through the mapping
                 sink.dst = seg.base + seg.end if mapped else (NULL if in_place else self.wbuf)
