@@ -22,20 +22,8 @@
 #include "fastlog_core.h"
 #include "fuzz_decode.h"
 
-#define REQUIRE(cond)                                                              \
-    do {                                                                           \
-        if (!(cond)) {                                                             \
-            fprintf(stderr, "fuzz_decode: %s:%d: broken: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                               \
-        }                                                                          \
-    } while (0)
-
-static uint64_t le(const uint8_t *p, int n) {
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
+#define FUZZ_NAME "fuzz_decode"
+#include "fuzz_check.h"
 
 /* Walks the chain from the start again, checking each stored record. */
 static void check_records(const uint8_t *buf, size_t size, uint32_t seed, uint64_t first, const uint64_t *offs,

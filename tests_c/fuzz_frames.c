@@ -30,20 +30,8 @@
 #include "fastlog_core.h"
 #include "fuzz_frames.h"
 
-#define REQUIRE(cond)                                                                          \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            fprintf(stderr, "fuzz_frames: %s:%d: broken: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                                           \
-        }                                                                                      \
-    } while (0)
-
-static uint64_t le(const uint8_t *p, int n) {
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
+#define FUZZ_NAME "fuzz_frames"
+#include "fuzz_check.h"
 
 static int is_refusal(int rc) {
     return rc >= FL_FRAMES_TRUNCATED && rc <= FL_FRAMES_EMPTY;
