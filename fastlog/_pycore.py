@@ -616,6 +616,12 @@ class LogCore:
         first += start
         if first != expected:
             raise InvalidIndexError(f"entry {first} does not follow the last index {expected - 1}")
+        if seg.count and entries[start].term < seg.terms[seg.count - 1]:
+            # As the compiled core: terms never decrease along a log.
+            raise InvalidTermError(
+                f"entry {first} has term {entries[start].term}, "
+                f"below the term {seg.terms[seg.count - 1]} of the entry before it"
+            )
 
         size = seg.size
         off, crc = seg.end, seg.last_crc

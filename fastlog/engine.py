@@ -162,10 +162,19 @@ class GroupCommit:
     # -- waiting for durability ------------------------------------------------
     async def wait_durable(self) -> None:
         """Return once every mutation noted before this call is durable."""
-        self.check()
+        fut = self.durable_future()
+        if fut is not None:
+            await fut
+
+    def durable_future(self) -> Optional[asyncio.Future[None]]:
+        """A future that completes once every mutation noted so far is durable;
+        None when they already are.  (:meth:`wait_durable` without a coroutine:
+        the engine's flush_async awaits it directly, once per writer and write.)"""
+        if self._error is not None:
+            raise _poisoned(self._error)
         needed = self._written
         if needed <= self._durable:
-            return
+            return None
         if self._closed:
             raise ClosedError("the log store is closed")
         fut = asyncio.get_running_loop().create_future()
@@ -176,7 +185,7 @@ class GroupCommit:
             # writer that is ready to run appends first and shares this flush.
             self._start_scheduled = True
             asyncio.get_running_loop().call_soon(self._scheduled_start)
-        await fut
+        return fut
 
     def _scheduled_start(self) -> None:
         self._start_scheduled = False
@@ -323,7 +332,8 @@ class FileLogStore:
             raise ClosedError("the log store is closed")
 
     def _check_writable(self) -> None:
-        self._check_open()
+        if self._pid != os.getpid() or self._closed:
+            self._check_open()
         if self._read_only:
             raise PermissionError(f"log store {self._log.path} is open read-only")
         self._commit.check()
@@ -381,9 +391,16 @@ class FileLogStore:
     # -- writes ----------------------------------------------------------------
     async def persist_entries(self, entries: Sequence[_types.Entry]) -> None:
         """Append a consecutive batch; a first index <= last_index() replaces the suffix."""
-        self._check_writable()
-        entries = _as_batch("entries", entries)
+        # The common case (a list or tuple, no structural operation waiting)
+        # runs with as few Python calls as possible: every concurrent writer
+        # goes through here once per write.  The log checks the process id.
+        if self._closed or self._read_only or self._structural:
+            self._check_writable()
+        self._commit.check()
+        if type(entries) is not list and type(entries) is not tuple:
+            entries = _as_batch("entries", entries)
         if not entries:
+            self._check_writable()
             return
         if self._structural:
             await self._wait_gate()
@@ -402,7 +419,8 @@ class FileLogStore:
         else:
             # Replacing a suffix (or starting an empty log) may sync or delete files.
             await self._run_structural(log.append, entries)
-        await self._after_write()
+        if self._always:
+            await self._commit.wait_durable()
 
     async def replace_range(self, from_index: int, new_entries: Sequence[_types.Entry]) -> None:
         """Remove every index >= ``from_index`` and append ``new_entries``, atomically.
@@ -500,11 +518,13 @@ class FileLogStore:
 
     async def flush_async(self) -> None:
         """Make every earlier write durable; concurrent callers share one fsync."""
-        self._check_open()
         if self._read_only:
+            self._check_open()
             return
         self._check_writable()
-        await self._commit.wait_durable()
+        fut = self._commit.durable_future()
+        if fut is not None:
+            await fut
 
     def durable_index(self) -> int:
         """Every index up to this one is known durable (beyond the seed trait)."""

@@ -745,13 +745,25 @@ class Log:
         else:
             first = core.check_batch(entries)
             self._make_room_for(first)
-        self._write_rolling(first, len(entries), lambda pos: self._append_to_last(entries, pos), "entry")
+        n = len(entries)
+        pos = 0
+        if self._segments:
+            pos = self._append_to_last(entries, 0)
+            if pos == n:  # the common case, kept short: it runs once per batch
+                self._segments[-1].dirty = True
+                return
+        self._write_rolling(first, n, lambda pos: self._append_to_last(entries, pos), "entry", pos)
 
-    def _write_rolling(self, first: int, n: int, write: Callable[[int], int], unit: str) -> None:
+    def _write_rolling(self, first: int, n: int, write: Callable[[int], int], unit: str,
+                       written: Optional[int] = None) -> None:
         """Write positions 0..n of a batch starting at index ``first``: the rest of
         the last segment, then new segments.  ``write(pos)`` writes from ``pos``
-        into the last segment and returns the position after what fitted."""
-        pos = write(0) if self._segments else 0
+        into the last segment and returns the position after what fitted;
+        ``written``: the caller already wrote positions below it that way."""
+        if written is not None:
+            pos = written
+        else:
+            pos = write(0) if self._segments else 0
         if pos < n:
             if pos:
                 # This segment may not be the last one once the batch rolls over:
@@ -786,19 +798,41 @@ class Log:
         """
         if type(entries) is not list and type(entries) is not tuple or not entries:
             return False
+        # This runs once per write of the async engine's writers: the checks of
+        # _check_writable and _is_plain_append are inlined (the common case
+        # costs no extra Python call), the rare cases go to those methods.
         with self._wlock:
-            self._check_writable()
+            if self._pid != os.getpid() or self._closed or self._read_only or self._poisoned is not None:
+                self._check_writable()
             head = entries[0]
-            if not self._is_plain_append(head):
-                return False
-            self._check_term_follows(head)
-            try:
-                if self._segments:
-                    self._append_locked(entries, head.index)
-                else:
+            segments = self._segments
+            if not segments:
+                if not self._is_plain_append(head):
+                    return False
+                self._check_term_follows(head)
+                try:
                     self._append_locked(entries, None)  # validates, then starts the first segment
-            except OSError as exc:
-                raise _storage_full(exc, "append", self._path)
+                except OSError as exc:
+                    raise _storage_full(exc, "append", self._path)
+            else:
+                if type(head) is not self.Entry:
+                    return False
+                core = self._core
+                index = head.index
+                if index != core.last_index() + 1 or index <= core.floor():
+                    return False
+                if segments[-1].first_index == index:
+                    # The entry before lies in another segment; otherwise the
+                    # core's append checks its term.
+                    self._check_term_follows(head)
+                try:
+                    pos = core.append(entries, 0, 0, self._prepare, self._zero_ahead_window)
+                    if pos < len(entries):
+                        self._write_rolling(index, len(entries), lambda p: self._append_to_last(entries, p),
+                                            "entry", pos)
+                    segments[-1].dirty = True
+                except OSError as exc:
+                    raise _storage_full(exc, "append", self._path)
         if self._sync_always:
             self.flush()
         return True
@@ -827,9 +861,7 @@ class Log:
         return head.index == core.last_index() + 1 and head.index > core.floor()
 
     def _append_to_last(self, entries: Sequence[Any], pos: int) -> int:
-        seg = self._segments[-1]
-        new_pos = self._core.append(entries, pos, 0, self._prepare, self._zero_ahead_window)
-        seg.write_end = self._core.segment_info(-1)[2]
+        new_pos: int = self._core.append(entries, pos, 0, self._prepare, self._zero_ahead_window)
         return new_pos
 
     def _make_room_for(self, first: int) -> None:
@@ -919,7 +951,6 @@ class Log:
                 _osio.fsync_dir(self._path)
                 self._dir_dirty = False
             cut, old_end = self._core.truncate(from_index)
-            seg.write_end = cut
             seg.epoch += 1
             # Poisons when it fails: the removed records are still on disk, and a
             # reopen would find them again, so nothing more may be appended after
@@ -1422,7 +1453,6 @@ class Log:
                 new_pos: int = core.append_frames(frames, 0, seed, prepare, window, min_term)
             else:
                 new_pos = core.append_frames(frames, pos, None, prepare, window)
-            self._segments[-1].write_end = core.segment_info(-1)[2]
             return new_pos
 
         self._write_rolling(first, len(frames), write, "frame at byte")

@@ -171,7 +171,6 @@ def recover(log: "Log") -> None:
         # then asks the file system where the tail can hold data instead of
         # reading every page of it (seconds for a sparse multi-GiB segment).
         res = core.load_segment(seg.mm, hdr.first_index, hdr.prev_crc, hdr.data_start, fd=seg.fd)
-        seg.write_end = res.end
         log._segments.append(seg)
         clean = res.status == FL_ERR_ZERO and not res.nonzero_after
         if res.end < hdr.synced_end:

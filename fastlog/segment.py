@@ -99,7 +99,6 @@ class Segment:
         "dirty",
         "header_dirty",
         "epoch",
-        "write_end",
     )
 
     def __init__(self, path: str, fd: int, mm: mmap.mmap, size: int, header: SegmentHeader):
@@ -114,7 +113,6 @@ class Segment:
         self.dirty = False  # records written since the last fdatasync
         self.header_dirty = False  # header changed since the last fdatasync
         self.epoch = 0  # bumped by every truncation, so a flush in flight can tell
-        self.write_end = header.data_start  # the write position as of the last append
 
     @property
     def first_index(self) -> int:

@@ -972,7 +972,8 @@ cdef class LogCore:
     def append(self, entries, start=0, mapped_upto=0, prepare=0, ahead=-1):
         """Write ``entries[start:]`` after the last record of the last segment.
 
-        Validates the whole batch first.  Returns the position after the last
+        Validates the whole batch first, and that its first term is not below
+        the term of the record before it in this segment.  Returns the position after the last
         entry written (``start`` when not even one fits).  ``mapped_upto``: the
         caller knows the file blocks below this offset are already written (not
         just preallocated), so storing a small batch there through the mapping
@@ -1049,6 +1050,12 @@ cdef class LogCore:
             first += <uint64_t>st
             if first != expected:
                 raise InvalidIndexError(f"entry {first} does not follow the last index {expected - 1}")
+            if seg.count > 0 and self.scratch[st].term < seg.terms[seg.count - 1]:
+                # Raft terms never decrease along a log; the record before
+                # lies in another segment when this one is empty (the caller
+                # checks that case).
+                raise InvalidTermError(f"entry {first} has term {self.scratch[st].term}, "
+                                       f"below the term {seg.terms[seg.count - 1]} of the entry before it")
             fit = (seg.size - seg.end) // FL_REC_HEADER_SIZE
             if fit > <size_t>gathered:
                 fit = <size_t>gathered

@@ -34,6 +34,24 @@ def kind_of(index: int) -> EntryKind:
     return EntryKind.CONFIG if index % CONFIG_EVERY == 0 else EntryKind.COMMAND
 
 
+#: Bytes drawn from the generator at a time: ``randbytes`` takes at most
+#: 2**31 - 1 bits in one call, and a 10M-entry dataset is far more than that.
+_DRAW_BYTES = 1 << 26
+
+
+def _random_payloads(rng: random.Random, count: int, entry_size: int) -> List[bytes]:
+    """``count`` payloads of ``entry_size`` bytes, sliced from draws of whole payloads."""
+    if entry_size == 0:
+        return [b""] * count
+    per_draw = max(1, _DRAW_BYTES // entry_size)
+    payloads: List[bytes] = []
+    for first in range(0, count, per_draw):
+        n = min(per_draw, count - first)
+        blob = rng.randbytes(n * entry_size)
+        payloads.extend(blob[i * entry_size:(i + 1) * entry_size] for i in range(n))
+    return payloads
+
+
 class Dataset:
     """``count`` entries with indexes ``first .. first + count - 1``.
 
@@ -47,8 +65,7 @@ class Dataset:
         self.count = count
         self.entry_size = entry_size
         self.first = first
-        blob = random.Random(seed).randbytes(count * entry_size)
-        self.payloads: List[bytes] = [blob[i * entry_size:(i + 1) * entry_size] for i in range(count)]
+        self.payloads: List[bytes] = _random_payloads(random.Random(seed), count, entry_size)
         self._entries: Dict[type, List[Any]] = {}
         self._digests: Dict[tuple, str] = {}
 
