@@ -120,6 +120,10 @@ class LogCore(Protocol):
         """errno of the first failed sync of the zero-ahead thread (0: none); a
         flush that sees one must fail, as if its own sync had failed."""
 
+    def note_flushed(self) -> None:
+        """The log was just flushed (the compiled core keeps synced zeros ahead
+        only within its zero-ahead window of the last flush)."""
+
     def truncate(self, index: int) -> Tuple[int, int]:
         """Forget entries ``>= index`` that lie in the *last* segment (the caller
         drops whole later segments first).  Returns ``(cut_offset, old_end)``;

@@ -844,6 +844,9 @@ class LogCore:
         """Always 0: this core has no zero-ahead thread whose sync could fail."""
         return 0
 
+    def note_flushed(self) -> None:
+        """Nothing to note: this core keeps no zeros ahead."""
+
     def verify_segment(self, pos: int) -> Tuple[int, int]:
         seg = self._segment_at(pos)
         mv, size = seg.mv, seg.size

@@ -1114,6 +1114,7 @@ class Log:
                     self._durable_index = last
                 if targets:
                     self._prepare = 0  # from now on the zeroer syncs what it writes ahead
+                    self._core.note_flushed()
                 return self._durable_index
 
     def verify(self) -> List[CorruptionError]:

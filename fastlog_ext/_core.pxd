@@ -122,6 +122,7 @@ cdef struct Segment:
     uint32_t last_crc     # crc of the last record (seed when none)
     int fd                # >= 0: appends, zero and write_at use pwrite to this file (see append)
     size_t prepared       # the zeroer's watermark as last seen: blocks in [end, prepared) are written (see append)
+    size_t flushed_end    # end as of the log's last flush (see note_flushed)
 
 
 # A batch entry gathered with the GIL held, so frames can be encoded without it.

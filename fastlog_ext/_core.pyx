@@ -655,6 +655,13 @@ cdef class LogCore:
         # (never across I/O), and a flush should not give the GIL away again.
         return fl_zeroer_sync_error(&self.zeroer)
 
+    def note_flushed(self):
+        """The log was just flushed: appends within the zero-ahead window of
+        here keep synced zeros ahead of them, larger runs do without."""
+        cdef size_t k
+        for k in range(self.nsegs):
+            self.segs[k].flushed_end = self.segs[k].end
+
     def _fail_next_zero_sync(self, err):
         """The zero-ahead thread's next sync reports ``err`` (lets tests check the reporting)."""
         cdef int e = <int>_as_int(err, "err")
@@ -1461,8 +1468,14 @@ cdef class LogCore:
                 raise OSError(err, os.strerror(err))
             seg.prepared = prepared
             mapped_v = prepared
-        elif win:
-            # Synced zeros ahead of pwrite appends (a flushed log).  The
+        elif win and seg.end + need <= seg.flushed_end + win:
+            # Synced zeros ahead of pwrite appends (a flushed log), only within
+            # ``win`` bytes of the last flush: they make the next flush cheaper,
+            # but past that the records overwrite them before any flush and
+            # the writer would only wait for the thread's writes (measured
+            # here: 2.9M entries/s against 6.7M without, appending 5M entries
+            # of 256 bytes in batches of 1,000 to a flushed log).
+            #  The
             # watermark goes up to the batch's end before it is written; that
             # waits only when a zero write of the thread is in flight there.
             if seg.end + need <= seg.prepared and seg.prepared - (seg.end + need) >= win // 2:
