@@ -122,7 +122,6 @@ cdef struct Segment:
     uint32_t last_crc     # crc of the last record (seed when none)
     int fd                # >= 0: appends, zero and write_at use pwrite to this file (see append)
     size_t prepared       # the zeroer's watermark as last seen: blocks in [end, prepared) are written (see append)
-    size_t flushed_end    # end as of the log's last flush (see note_flushed)
 
 
 # A batch entry gathered with the GIL held, so frames can be encoded without it.
@@ -160,6 +159,7 @@ cdef class LogCore:
     cdef fl_zeroer zeroer     # zero writes ahead of prepared appends (fl_zeroer.h)
     cdef bint zeroer_ready    # zeroer initialised
     cdef size_t zero_ahead    # how far the zeroer's thread may run ahead; 0: no thread
+    cdef size_t unflushed     # record bytes appended since the last note_flushed (see _ready_to_write)
 
     cdef int _enter(self, str what) except -1
     cdef Py_ssize_t _pos(self, object pos) except -1

@@ -129,6 +129,13 @@ cdef size_t _ZERO_AHEAD = 4 << 20
 # The largest zero write of the thread ahead of pwrite appends (synced mode):
 # small enough that a writer catching up waits little for the write in flight.
 cdef size_t _SYNCED_ZERO_CHUNK = 256 << 10
+# Prepared appends (zeros ahead, then stores through the mapping) only while
+# fewer record bytes than this were appended since the last flush (or since
+# the core was made).  Past it the kernel starts writing the log's pages back
+# under the writer: stores into mapped pages then wait for that writeback and
+# zero pages may be written twice, and bulk appends fell to a fifth of a
+# plain write loop (10M entries of 256 bytes); pwrite holds its pace there.
+cdef size_t _PREPARED_LIMIT = 256 << 20
 
 _STATUS_NAMES = {
     FL_OK: "ok",
@@ -656,11 +663,12 @@ cdef class LogCore:
         return fl_zeroer_sync_error(&self.zeroer)
 
     def note_flushed(self):
-        """The log was just flushed: appends within the zero-ahead window of
-        here keep synced zeros ahead of them, larger runs do without."""
-        cdef size_t k
-        for k in range(self.nsegs):
-            self.segs[k].flushed_end = self.segs[k].end
+        """The log was just flushed.  Appends within the zero-ahead window of
+        the last flush keep synced zeros ahead of them, and prepared appends
+        (``prepare``) are used for the first 256 MiB after it (or after the
+        core was made); longer runs without a flush are written with pwrite
+        and no zeros (see _PREPARED_LIMIT)."""
+        self.unflushed = 0
 
     def _fail_next_zero_sync(self, err):
         """The zero-ahead thread's next sync reports ``err`` (lets tests check the reporting)."""
@@ -1084,6 +1092,7 @@ cdef class LogCore:
             else:
                 written = _encode_run(seg, seg.base + seg.end, self.scratch, fit, &end, &crc)
             seg.count += written
+            self.unflushed += end - seg.end
             seg.end = end
             seg.last_crc = crc
         finally:
@@ -1454,6 +1463,9 @@ cdef class LogCore:
             prep_v = 0
             win = 0
             mapped_v = 0
+        if prep_v and self.unflushed + need > _PREPARED_LIMIT:
+            prep_v = 0  # see _PREPARED_LIMIT; no zeros ahead either (win is a flushed log's)
+            win = 0
         if prep_v and (seg.end + need > mapped_v or win):
             # Zeros ahead (the zeroer's thread mostly has them written
             # already), then stores through the mapping.
@@ -1468,7 +1480,7 @@ cdef class LogCore:
                 raise OSError(err, os.strerror(err))
             seg.prepared = prepared
             mapped_v = prepared
-        elif win and seg.end + need <= seg.flushed_end + win:
+        elif win and self.unflushed + need <= win:
             # Synced zeros ahead of pwrite appends (a flushed log), only within
             # ``win`` bytes of the last flush: they make the next flush cheaper,
             # but past that the records overwrite them before any flush and
@@ -1642,6 +1654,7 @@ cdef class LogCore:
                         raise OSError(err, os.strerror(err))
                 seg.count += sink.n
                 seg.end += sink.written
+                self.unflushed += sink.written
                 seg.last_crc = sink.chain
             finally:
                 self._busy -= 1

@@ -658,7 +658,7 @@ def test_append_rejects_bad_batch_and_changes_nothing(core_module, case):
     with pytest.raises(exc):
         core.append(batch)
     assert state(core, buf) == before
-    assert core.append(entries(core_module, 4, 1)) == 1  # still usable
+    assert core.append(entries(core_module, 4, 1, term=2)) == 1  # still usable (record 3 has term 2)
 
 
 def test_check_batch_errors(core_module):
