@@ -98,7 +98,7 @@ def main() -> None:
     try:
         src_dir = os.path.join(root, "source")
         src = fill(src_dir, args.entries, args.size)
-        record_bytes = 24 + ((args.size + 7) & ~7)  # header + payload padded to 8 (docs/format.md)
+        record_bytes = 32 + ((args.size + 7) & ~7)  # header + payload padded to 8 (docs/format.md)
         rates: Dict[str, List[float]] = {"frames": [], "file copy": [], "memcpy": []}
         for r in range(args.rounds):
             rates["frames"].append(time_frames(src, os.path.join(root, f"frames-{r}"), args.entries, args.chunk))
