@@ -799,40 +799,23 @@ class Log:
         if type(entries) is not list and type(entries) is not tuple or not entries:
             return False
         # This runs once per write of the async engine's writers: the checks of
-        # _check_writable and _is_plain_append are inlined (the common case
-        # costs no extra Python call), the rare cases go to those methods.
+        # _check_writable are inlined (the common case costs no extra call).
         with self._wlock:
             if self._pid != os.getpid() or self._closed or self._read_only or self._poisoned is not None:
                 self._check_writable()
             head = entries[0]
+            if not self._is_plain_append(head):
+                return False
             segments = self._segments
-            if not segments:
-                if not self._is_plain_append(head):
-                    return False
+            if not segments or segments[-1].first_index == head.index:
+                # The entry before lies outside the last segment; otherwise
+                # the core's append checks its term.
                 self._check_term_follows(head)
-                try:
-                    self._append_locked(entries, None)  # validates, then starts the first segment
-                except OSError as exc:
-                    raise _storage_full(exc, "append", self._path)
-            else:
-                if type(head) is not self.Entry:
-                    return False
-                core = self._core
-                index = head.index
-                if index != core.last_index() + 1 or index <= core.floor():
-                    return False
-                if segments[-1].first_index == index:
-                    # The entry before lies in another segment; otherwise the
-                    # core's append checks its term.
-                    self._check_term_follows(head)
-                try:
-                    pos = core.append(entries, 0, 0, self._prepare, self._zero_ahead_window)
-                    if pos < len(entries):
-                        self._write_rolling(index, len(entries), lambda p: self._append_to_last(entries, p),
-                                            "entry", pos)
-                    segments[-1].dirty = True
-                except OSError as exc:
-                    raise _storage_full(exc, "append", self._path)
+            try:
+                # Without segments: validates, then starts the first one.
+                self._append_locked(entries, head.index if segments else None)
+            except OSError as exc:
+                raise _storage_full(exc, "append", self._path)
         if self._sync_always:
             self.flush()
         return True
